@@ -1,0 +1,17 @@
+"""OpenDelta: attach parameter-efficient deltas to any PyTorch / transformers model, by module name."""
+
+__version__ = "0.4.0"
+
+from .auto import AutoDeltaConfig, AutoDeltaModel, register_delta, registered_delta_types
+from .base import DeltaBase, Site
+from .config import DeltaConfig
+from .deltas.lora import LoraConfig, LoraModel
+from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
+                     OpenDeltaError, UnsupportedModuleError)
+from .visualization import Visualization
+
+__all__ = [
+    "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DeltaBase", "DeltaConfig", "DeltaConfigError",
+    "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModuleMatchError", "OpenDeltaError",
+    "Site", "UnsupportedModuleError", "Visualization", "register_delta", "registered_delta_types",
+]

@@ -1,0 +1,143 @@
+"""On-disk checkpoint format: reading and atomic writing of config, weights and fingerprint files.
+
+Our format is a folder with `config.json`, `delta_model.safetensors` and `fingerprint.json` (the
+per-parameter digests that let a hash mismatch name the tensor that differs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import CONFIG_NAME
+from .errors import CheckpointError
+
+WEIGHTS_NAME = "delta_model.safetensors"
+FINGERPRINT_NAME = "fingerprint.json"
+LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+OUR_FILES = (CONFIG_NAME, WEIGHTS_NAME, FINGERPRINT_NAME)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file so that readers see either the old or the new content, never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_checkpoint_dir(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Create or replace the checkpoint folder `target` atomically.
+
+    `write(tmp_dir)` fills a temporary folder next to the target; only when it returns is the folder
+    swapped in. Files in an existing target that are not ours (a README, a tokenizer) are carried over.
+    A failure at any point leaves the previous checkpoint as it was.
+    """
+    target = Path(target).resolve()
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"Cannot save a checkpoint to {str(target)!r}: it is a file, not a folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".saving", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            for entry in target.iterdir():
+                if not (tmp / entry.name).exists():
+                    if entry.is_dir():
+                        shutil.copytree(entry, tmp / entry.name)
+                    else:
+                        shutil.copy2(entry, tmp / entry.name)
+            old = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.old"
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
+
+
+def read_config_dict(directory: str | os.PathLike) -> dict[str, Any]:
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"Checkpoint folder {str(directory)!r} does not exist.")
+    if not directory.is_dir():
+        raise CheckpointError(f"{str(directory)!r} is a file; pass the checkpoint folder that holds it.")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        present = sorted(p.name for p in directory.iterdir())[:10]
+        raise CheckpointError(
+            f"No {CONFIG_NAME} in {str(directory)!r} (it holds: {present or 'nothing'}); "
+            f"save a delta there with `delta.save_finetuned(...)` first.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{str(path)!r} is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{str(path)!r} must hold a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint folder: safetensors, or a legacy `.bin` read without running pickles."""
+    directory = Path(directory)
+    st = directory / WEIGHTS_NAME
+    if st.is_file():
+        try:
+            return load_file(str(st))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"Cannot read {str(st)!r}: {exc}.") from None
+    legacy = directory / LEGACY_WEIGHTS_NAME
+    if legacy.is_file():
+        return load_legacy_bin(legacy)
+    raise CheckpointError(
+        f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME}).")
+
+
+def load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"Refusing to load {str(path)!r}: it is not a plain tensor file ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Only tensors are read; pickled code is never "
+            f"executed.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{str(path)!r} does not hold a name -> tensor mapping.")
+    return state
+
+
+def read_fingerprint(directory: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(directory) / FINGERPRINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None

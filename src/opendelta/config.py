@@ -1,0 +1,176 @@
+"""DeltaConfig: the typed, validated description of a delta, with a dict / JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Union
+
+from .errors import DeltaConfigError
+
+CONFIG_NAME = "config.json"
+
+# Keys the library writes itself or that older OpenDelta versions wrote; accepted on load, not user settings.
+_BOOKKEEPING_KEYS = frozenset({"delta_type", "opendelta_version", "transformers_version", "torch_version",
+                               "format_version"})
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(inner)}"
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        return isinstance(value, list) and all(_conforms(v, inner) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+@dataclass
+class DeltaConfig:
+    """Settings shared by every delta type. Subclasses add their own fields and `_validate` rules.
+
+    modified_modules: module addresses the delta is attached to (dotted-suffix names, or "[r]regex").
+    exclude_modules: addresses removed from the matches.
+    unfrozen_modules: what `freeze_module` leaves trainable and `save_finetuned` saves ("deltas" = the delta).
+    common_structure: interpret names in the common vocabulary (None: decide automatically).
+    backbone_*: filled in at save time to identify the model the delta was trained on.
+    """
+
+    delta_type: ClassVar[str] = ""
+
+    modified_modules: list[str] | None = None
+    exclude_modules: list[str] | None = None
+    unfrozen_modules: list[str] = field(default_factory=lambda: ["deltas"])
+    common_structure: bool | None = None
+    backbone_class: str | None = None
+    backbone_checkpoint_name: str | None = None
+    backbone_hash: str | None = None
+    hash_algorithm: str | None = None
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):  # tuples read naturally as lists in Python configs
+                value = list(value)
+                setattr(self, f.name, value)
+            if isinstance(value, int) and not isinstance(value, bool) and hints[f.name] is float:
+                setattr(self, f.name, float(value))
+            if not _conforms(value, hints[f.name]):
+                raise DeltaConfigError(
+                    f"{self._kind()}: `{f.name}` must be {_type_name(hints[f.name])}, got {value!r} "
+                    f"({type(value).__name__}).")
+        self._validate()
+
+    # ----- validation helpers -------------------------------------------------------------
+    @classmethod
+    def _kind(cls) -> str:
+        return f"{cls.__name__} (delta_type={cls.delta_type!r})" if cls.delta_type else cls.__name__
+
+    def _require(self, ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise DeltaConfigError(
+                f"{self._kind()}: invalid `{key}`={getattr(self, key)!r}; expected {expected}.")
+
+    def _validate(self) -> None:
+        for key in ("modified_modules", "exclude_modules", "unfrozen_modules"):
+            value = getattr(self, key)
+            self._require(value is None or all(v.strip() for v in value), key, "non-empty module names")
+
+    # ----- dict / json round trip ---------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "DeltaConfig":
+        """Build a config from a dict (and keyword overrides). Unknown keys are an error, not ignored."""
+        if not isinstance(config_dict, dict):
+            raise DeltaConfigError(f"{cls._kind()}: expected a dict, got {type(config_dict).__name__}.")
+        merged = {**config_dict, **kwargs}
+        given_type = merged.get("delta_type")
+        if cls.delta_type and given_type is not None and given_type != cls.delta_type:
+            raise DeltaConfigError(
+                f"{cls.__name__} is for delta_type={cls.delta_type!r}, but the dict says {given_type!r}; "
+                f"use AutoDeltaConfig.from_dict to pick the class from `delta_type`.")
+        names = cls.field_names()
+        unknown = [k for k in merged if k not in names and k not in _BOOKKEEPING_KEYS]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, names, n=1)
+                hints.append(f"`{k}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+            raise DeltaConfigError(
+                f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}.")
+        return cls(**{k: v for k, v in merged.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"delta_type": self.delta_type}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, list) else value
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        """Only the keys whose value differs from the class default (plus `delta_type`)."""
+        default = type(self)()
+        full = self.to_dict()
+        return {k: v for k, v in full.items() if k == "delta_type" or v != getattr(default, k)}
+
+    def to_json(self, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    def replace(self, **changes: Any) -> "DeltaConfig":
+        """A validated copy with some fields changed."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    # ----- files ----------------------------------------------------------------------------
+    def save_finetuned(self, save_directory: str | os.PathLike) -> None:
+        """Write `config.json` into `save_directory` (created if needed), atomically."""
+        from .checkpoint import atomic_write_text
+
+        os.makedirs(save_directory, exist_ok=True)
+        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json() + "\n")
+
+    @classmethod
+    def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> "DeltaConfig":
+        """Read `config.json` from a checkpoint folder (see `AutoDeltaConfig.from_finetuned` for hub ids)."""
+        from .checkpoint import read_config_dict
+
+        config_dict = read_config_dict(finetuned_delta_path)
+        return cls.from_dict(config_dict, **kwargs)
+
+    def __repr__(self) -> str:  # compact: only what differs from the defaults
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.to_diff_dict().items() if k != "delta_type")
+        return f"{type(self).__name__}({inner})"

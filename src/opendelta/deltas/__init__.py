@@ -1,0 +1,3 @@
+"""Built-in delta types: importing a module registers its type."""
+
+from . import lora  # noqa: F401

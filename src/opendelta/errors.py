@@ -1,0 +1,31 @@
+"""Exception hierarchy: every error raised on purpose by opendelta derives from OpenDeltaError."""
+
+from __future__ import annotations
+
+
+class OpenDeltaError(Exception):
+    """Base class of all opendelta errors."""
+
+
+class DeltaConfigError(OpenDeltaError, ValueError):
+    """A delta configuration is invalid: unknown key, wrong type, or value out of range."""
+
+
+class ModuleMatchError(OpenDeltaError, LookupError):
+    """`modified_modules` (or another module address) does not fit the backbone."""
+
+
+class UnsupportedModuleError(OpenDeltaError, TypeError):
+    """A delta type cannot be attached to the kind of module it was pointed at."""
+
+
+class DeltaStateError(OpenDeltaError, RuntimeError):
+    """The delta model is in the wrong state for the operation (e.g. merge while detached)."""
+
+
+class CheckpointError(OpenDeltaError, OSError):
+    """A checkpoint is missing, malformed, or does not fit the delta it is loaded into."""
+
+
+class HashMismatchError(OpenDeltaError):
+    """The model fingerprint recomputed after loading differs from the one stored at save time."""

@@ -1,0 +1,118 @@
+"""Module addressing: which modules of a backbone a list of names refers to.
+
+A plain entry matches a whole dotted suffix of a module name ("q" matches "...SelfAttention.q", not
+"...qq"). An entry starting with "[r]" is a regular expression that must match a whole suffix that starts
+on a component boundary ("[r]layer\\.[0-5]\\.attention" matches "encoder.layer.3.attention").
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Iterable, Iterator
+
+from torch import nn
+
+from .errors import ModuleMatchError
+
+REGEX_PREFIX = "[r]"
+DELTA_MARKER = "_opendelta_delta_layer"
+
+
+def is_delta_layer(module: nn.Module) -> bool:
+    return getattr(module, DELTA_MARKER, False)
+
+
+def _suffix_starts(name: str) -> Iterator[int]:
+    yield 0
+    for i, ch in enumerate(name):
+        if ch == ".":
+            yield i + 1
+
+
+def _compile(pattern: str) -> re.Pattern[str] | None:
+    if not pattern.startswith(REGEX_PREFIX):
+        return None
+    try:
+        return re.compile(pattern[len(REGEX_PREFIX):])
+    except re.error as exc:
+        raise ModuleMatchError(f"Invalid regular expression {pattern!r}: {exc}.") from None
+
+
+def name_matches(name: str, pattern: str, _compiled: re.Pattern[str] | None = None) -> bool:
+    """Whether the module name `name` is addressed by `pattern` (suffix or "[r]" regex)."""
+    regex = _compiled if _compiled is not None else _compile(pattern)
+    if regex is None:
+        return name == pattern or name.endswith("." + pattern)
+    return any(regex.fullmatch(name, start) for start in _suffix_starts(name))
+
+
+def named_backbone_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """`named_modules()` without the root and without anything inside an attached delta layer."""
+    stack: list[tuple[str, nn.Module]] = [("", model)]
+    while stack:
+        prefix, module = stack.pop()
+        if prefix:
+            yield prefix, module
+        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in module.named_children()
+                    if c is not None and not is_delta_layer(c)]
+        stack.extend(reversed(children))
+
+
+def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[str] | None = None,
+                 *, what: str = "modified_modules") -> list[tuple[str, nn.Module]]:
+    """All modules addressed by `patterns` minus those addressed by `exclude`, in model order.
+
+    Raises ModuleMatchError naming the closest module names when an entry (or the whole list) matches
+    nothing.
+    """
+    patterns = list(patterns)
+    if not patterns:
+        raise ModuleMatchError(f"`{what}` is empty: name at least one module to modify.")
+    exclude = list(exclude or [])
+    compiled = [(p, _compile(p)) for p in patterns]
+    compiled_ex = [(p, _compile(p)) for p in exclude]
+    modules = list(named_backbone_modules(model))
+    hits: dict[str, int] = {p: 0 for p in patterns}
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in modules:
+        matched = [p for p, rx in compiled if name_matches(name, p, rx)]
+        if not matched:
+            continue
+        for p in matched:
+            hits[p] += 1
+        if any(name_matches(name, p, rx) for p, rx in compiled_ex):
+            continue
+        found.append((name, module))
+    missing = [p for p, n in hits.items() if n == 0]
+    if missing:
+        raise ModuleMatchError(_no_match_message(missing, [n for n, _ in modules], what))
+    if not found:
+        raise ModuleMatchError(
+            f"Every module matched by `{what}`={patterns} is removed by exclude_modules={exclude}; "
+            f"nothing would be modified.")
+    return found
+
+
+def suffixes(names: Iterable[str], depth: int = 3) -> list[str]:
+    """Distinct dotted suffixes (up to `depth` components) of module names, in first-seen order."""
+    seen: dict[str, None] = {}
+    for name in names:
+        parts = name.split(".")
+        for k in range(1, min(depth, len(parts)) + 1):
+            seen.setdefault(".".join(parts[-k:]), None)
+    return list(seen)
+
+
+def _no_match_message(missing: list[str], names: list[str], what: str) -> str:
+    candidates = [s for s in suffixes(names) if not s.isdigit()]
+    lines = [f"No module of the backbone matches {', '.join(repr(m) for m in missing)} in `{what}`."]
+    for m in missing:
+        key = m[len(REGEX_PREFIX):] if m.startswith(REGEX_PREFIX) else m
+        close = difflib.get_close_matches(key, candidates, n=5, cutoff=0.4)
+        if close:
+            lines.append(f"  closest to {m!r}: {', '.join(close)}")
+    examples = [n for n in names if n.count(".") <= 4][:12]
+    lines.append("  entries match a whole dotted suffix of a module name, or use '[r]<regex>'; "
+                 f"module names look like: {', '.join(examples)}")
+    return "\n".join(lines)
