@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 venv install: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -q
 
 demo: $(VENV)/.installed
 	$(PY) examples/seed_flow.py
