@@ -8,10 +8,12 @@ from .config import DeltaConfig
 from .deltas.lora import LoraConfig, LoraModel
 from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
                      OpenDeltaError, UnsupportedModuleError)
+from .stats import ModelStats, inspect, inspect_checkpoint
 from .visualization import Visualization
 
 __all__ = [
     "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DeltaBase", "DeltaConfig", "DeltaConfigError",
-    "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModuleMatchError", "OpenDeltaError",
-    "Site", "UnsupportedModuleError", "Visualization", "register_delta", "registered_delta_types",
+    "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModelStats", "ModuleMatchError",
+    "OpenDeltaError", "Site", "UnsupportedModuleError", "Visualization", "inspect", "inspect_checkpoint",
+    "register_delta", "registered_delta_types",
 ]

@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -25,6 +25,9 @@ from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMis
                      ModuleMatchError, UnsupportedModuleError)
 from .fingerprint import ALGORITHM, Fingerprint, fingerprint_model
 from .matching import DELTA_MARKER, find_modules, is_delta_layer, name_matches
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .stats import ModelStats
 
 DELTAS_KEYWORD = "deltas"
 
@@ -167,6 +170,15 @@ class DeltaBase:
         """Put the delta on one module: `site.add_layer(...)` and `site.on_input / on_output(...)`."""
         raise NotImplementedError
 
+    def build_model_sites(self) -> list[Site]:
+        """Sites beyond the matched modules, built once after `build_site` ran on all of them (default: none).
+
+        For deltas whose math reaches past one module: a layer shared by every site, or hooks that read the
+        model's own forward arguments (attention mask, labels). `Site("", self.backbone_model)` is the
+        backbone root; layers added to it get top-level state_dict keys (`attr.*`).
+        """
+        return []
+
     def check_module(self, name: str, module: nn.Module) -> None:
         """Raise UnsupportedModuleError if this delta cannot be put on `module`."""
         if self.supported_modules is not None and not isinstance(module, self.supported_modules):
@@ -184,6 +196,7 @@ class DeltaBase:
             site = Site(name, module)
             self.build_site(site)
             sites.append(site)
+        sites.extend(self.build_model_sites())
         self.sites = sites
         self._activate_all()
         logger.info("%s attached to %d module(s) of %s", self.delta_type, len(sites),
@@ -212,7 +225,7 @@ class DeltaBase:
 
     @property
     def modified_module_names(self) -> list[str]:
-        return [s.name for s in self.sites]
+        return [s.name for s in self.sites if s.name]
 
     def detach(self) -> None:
         """Take the delta off: the backbone computes exactly what it computed before attaching."""
@@ -266,7 +279,7 @@ class DeltaBase:
     def delta_modules(self) -> Iterable[tuple[str, nn.Module]]:
         for site in self.sites:
             for attr, layer in site.layers.items():
-                yield f"{site.name}.{attr}", layer
+                yield (f"{site.name}.{attr}" if site.name else attr), layer
 
     def delta_parameters(self) -> Iterable[nn.Parameter]:
         for _, layer in self.delta_modules():
@@ -341,17 +354,12 @@ class DeltaBase:
     def num_delta_parameters(self) -> int:
         return sum(p.numel() for p in self.delta_parameters())
 
-    def log(self) -> dict[str, float]:
-        """Log (and return) total / trainable / delta parameter counts and ratios."""
-        total = self.num_total_parameters()
-        trainable = self.num_trainable_parameters()
-        delta = self.num_delta_parameters()
-        stats = {"total": total, "trainable": trainable, "delta": delta,
-                 "trainable_ratio": trainable / max(total, 1), "delta_ratio": delta / max(total, 1)}
-        logger.info("%s on %s: %d modified module(s); parameters total %d, trainable %d (%.4f%%), delta %d "
-                    "(%.4f%%)", self.delta_type, type(self.backbone_model).__name__, len(self.sites), total,
-                    trainable, 100 * stats["trainable_ratio"], delta, 100 * stats["delta_ratio"])
-        return stats
+    def log(self) -> "ModelStats":
+        """Log (at INFO level) and return parameter counts and ratios, parameter memory by dtype and peak
+        accelerator memory; `stats["trainable"]`, `stats.delta_ratio`, ... (see `opendelta.inspect`)."""
+        from .stats import inspect
+
+        return inspect(self)
 
     # ----- state ----------------------------------------------------------------------------
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
