@@ -37,6 +37,7 @@ class _Hook:
     kind: str  # "forward" (module, args, output) or "pre" (module, args[, kwargs])
     fn: Callable[..., Any]
     with_kwargs: bool = False
+    target: nn.Module | None = None  # the module hooked (None: the site's module)
 
 
 @dataclass
@@ -56,13 +57,14 @@ class Site:
         self.layers[attr] = layer
         return layer
 
-    def on_output(self, fn: Callable[[nn.Module, tuple, Any], Any]) -> None:
-        """`fn(module, args, output) -> new output` runs after the module's forward."""
-        self.hooks.append(_Hook("forward", fn))
+    def on_output(self, fn: Callable[[nn.Module, tuple, Any], Any], target: nn.Module | None = None) -> None:
+        """`fn(module, args, output) -> new output` runs after the module's (or `target`'s) forward."""
+        self.hooks.append(_Hook("forward", fn, target=target))
 
-    def on_input(self, fn: Callable[..., Any], with_kwargs: bool = False) -> None:
-        """`fn(module, args) -> new args` (or `fn(module, args, kwargs) -> (args, kwargs)`) runs before it."""
-        self.hooks.append(_Hook("pre", fn, with_kwargs))
+    def on_input(self, fn: Callable[..., Any], with_kwargs: bool = False, target: nn.Module | None = None) -> None:
+        """`fn(module, args) -> new args` (or `fn(module, args, kwargs) -> (args, kwargs)`) runs before the
+        module's (or `target`'s) forward."""
+        self.hooks.append(_Hook("pre", fn, with_kwargs, target))
 
     @property
     def weight(self) -> torch.Tensor | None:
@@ -90,10 +92,11 @@ class Site:
 
     def register_hooks(self) -> None:
         for h in self.hooks:
+            module = h.target if h.target is not None else self.module
             if h.kind == "forward":
-                self.handles.append(self.module.register_forward_hook(h.fn))
+                self.handles.append(module.register_forward_hook(h.fn))
             else:
-                self.handles.append(self.module.register_forward_pre_hook(h.fn, with_kwargs=h.with_kwargs))
+                self.handles.append(module.register_forward_pre_hook(h.fn, with_kwargs=h.with_kwargs))
 
     def remove_hooks(self) -> None:
         for handle in self.handles:

@@ -1,0 +1,144 @@
+"""Helpers shared by the delta types: feature sizes of a module, activations, tuple-aware hook plumbing."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.pytorch_utils import Conv1D
+
+from ..base import Site
+from ..errors import DeltaConfigError, UnsupportedModuleError
+from ..matching import named_backbone_modules
+
+ACTIVATIONS: tuple[str, ...] = tuple(sorted(ACT2FN))
+W_INITS = ("glorot-uniform", "glorot-normal")
+
+
+def check_activation(config: Any, key: str = "non_linearity") -> None:
+    """Validate an activation name in `config.<key>` (a DeltaConfig), listing the valid ones."""
+    config._require(getattr(config, key) in ACT2FN, key, f"one of {', '.join(ACTIVATIONS)}")
+
+
+def activation(name: str) -> nn.Module:
+    """A fresh activation module for `name` (a key of transformers' ACT2FN)."""
+    if name not in ACT2FN:
+        raise DeltaConfigError(f"Unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}.")
+    return ACT2FN[name]
+
+
+def is_norm(module: nn.Module) -> bool:
+    """LayerNorm, RMSNorm, or a norm of the T5LayerNorm / LlamaRMSNorm style (a 1-D `weight`, no children)."""
+    if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
+        return True
+    w = getattr(module, "weight", None)
+    return (type(module).__name__.endswith("Norm") and isinstance(w, torch.Tensor) and w.dim() == 1
+            and not any(True for _ in module.children()))
+
+
+def _is_dim_leaf(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)
+
+
+def _leaf_dims(module: nn.Module) -> tuple[int, int]:
+    """(input features, output features) of a Linear, a Conv1D or a norm layer."""
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    shape = getattr(module, "normalized_shape", None)
+    dim = int(shape[-1]) if shape else int(module.weight.shape[-1])
+    return dim, dim
+
+
+def _dim(name: str, module: nn.Module, which: int) -> int:
+    if _is_dim_leaf(module):
+        return _leaf_dims(module)[which]
+    leaves = [m for _, m in named_backbone_modules(module) if _is_dim_leaf(m)]  # delta layers skipped
+    if not leaves:
+        side = "input" if which == 0 else "output"
+        raise UnsupportedModuleError(
+            f"Cannot tell the {side} feature size of {name!r} ({type(module).__name__}): it is not a Linear, "
+            f"Conv1D or norm layer and holds none. Point `modified_modules` at such a layer or at a block "
+            f"that contains one (e.g. the attention or feed-forward block).")
+    # a block reads its input with its first layer and writes its output with its last one
+    return _leaf_dims(leaves[0] if which == 0 else leaves[-1])[which]
+
+
+def input_dim(name: str, module: nn.Module) -> int:
+    """Feature size of `module`'s input: its own (Linear / Conv1D / norm) or its first such layer's."""
+    return _dim(name, module, 0)
+
+
+def output_dim(name: str, module: nn.Module) -> int:
+    """Feature size of `module`'s output: its own (Linear / Conv1D / norm) or its last such layer's."""
+    return _dim(name, module, 1)
+
+
+def check_last_dim(name: str, tensor: torch.Tensor, expected: int, delta_type: str, side: str) -> None:
+    """Raise a clear error when a hooked tensor does not have the feature size the delta was built for."""
+    if tensor.shape[-1] != expected:
+        raise UnsupportedModuleError(
+            f"{delta_type!r} on {name!r} was built for {side} size {expected} (read from its layers), but the "
+            f"module's {side} has shape {tuple(tensor.shape)}. Point `modified_modules` at a Linear / Conv1D / "
+            f"norm layer, or a block whose last (first, for inputs) such layer gives the right size.")
+
+
+def map_first_output(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """Apply `fn` to a module's output tensor, or to the first element when it returns a tuple / ModelOutput."""
+    if isinstance(output, torch.Tensor):
+        return fn(output)
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return (fn(output[0]), *output[1:])
+    if isinstance(output, list) and output and isinstance(output[0], torch.Tensor):
+        return [fn(output[0]), *output[1:]]
+    if isinstance(output, dict) and output:  # transformers ModelOutput: the first field is the hidden state
+        key = next(iter(output))
+        output[key] = fn(output[key])
+        return output
+    raise UnsupportedModuleError(
+        f"Cannot modify a module output of type {type(output).__name__}: expected a tensor or a tuple whose "
+        f"first element is one.")
+
+
+def first_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[tuple, dict]]]:
+    """A module call's main input (first positional argument, else first tensor keyword argument) and a
+    function that returns (args, kwargs) with that input replaced."""
+    if args and isinstance(args[0], torch.Tensor):
+        return args[0], lambda t: ((t, *args[1:]), kwargs)
+    for key, value in kwargs.items():
+        if isinstance(value, torch.Tensor):
+            return value, lambda t, key=key: (args, {**kwargs, key: t})
+    raise UnsupportedModuleError("The module was called without a tensor input; cannot read its input.")
+
+
+def route_output(site: Site, layer: nn.Module, dim: int, delta_type: str) -> None:
+    """Make the site's output (its first element for tuples) pass through `layer`, checking its size."""
+
+    def apply(h: torch.Tensor) -> torch.Tensor:
+        check_last_dim(site.name, h, dim, delta_type, "output")
+        return layer(h)
+
+    site.on_output(lambda module, args, output: map_first_output(output, apply))
+
+
+def init_glorot(t: torch.Tensor, how: str) -> None:
+    """Xavier (Glorot) uniform or normal initialisation, in place; skipped on the meta device."""
+    if t.device.type == "meta":
+        return
+    if how == "glorot-uniform":
+        nn.init.xavier_uniform_(t)
+    else:
+        nn.init.xavier_normal_(t)
+
+
+def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -> int:
+    """dim // reduction_factor, or a DeltaConfigError naming the module when that is below 1."""
+    size = dim // reduction_factor
+    if size < 1:
+        raise DeltaConfigError(
+            f"{delta_type!r} on {name!r}: output size {dim} // reduction_factor {reduction_factor} = {size}; "
+            f"use a reduction_factor <= {dim}.")
+    return size

@@ -1,0 +1,59 @@
+"""Adapter (Houlsby et al. 2019): a bottleneck MLP added after a module's output, with a residual.
+
+h' = h + up(act(down(h))), where h is the module's output (the first element when it returns a tuple).
+`up` starts at zero, so the backbone is exactly unchanged until training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..auto import register_delta
+from ..base import DeltaBase, Site
+from ..config import DeltaConfig
+from ._common import activation, check_activation, output_dim, route_output
+
+
+@dataclass(repr=False)
+class AdapterConfig(DeltaConfig):
+    """bottleneck_dim: width of the bottleneck; non_linearity: activation name (transformers' ACT2FN)."""
+
+    bottleneck_dim: int = 24
+    non_linearity: str = "gelu_new"
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._require(self.bottleneck_dim >= 1, "bottleneck_dim", "an integer >= 1")
+        check_activation(self)
+
+
+class AdapterLayer(nn.Module):
+    """`forward(h)` returns h + up(act(down(h)))."""
+
+    def __init__(self, dim: int, bottleneck_dim: int, non_linearity: str, device=None, dtype=None) -> None:
+        super().__init__()
+        self.down_proj = nn.Linear(dim, bottleneck_dim, device=device, dtype=dtype)
+        self.non_linear = activation(non_linearity)
+        self.up_proj = nn.Linear(bottleneck_dim, dim, device=device, dtype=dtype)
+        nn.init.zeros_(self.up_proj.weight)
+        nn.init.zeros_(self.up_proj.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up_proj(self.non_linear(self.down_proj(h)))
+
+
+@register_delta("adapter")
+class AdapterModel(DeltaBase):
+    """A sequential adapter after each module addressed by `modified_modules` (a layer or a whole block)."""
+
+    config_class = AdapterConfig
+
+    def build_site(self, site: Site) -> None:
+        dim = output_dim(site.name, site.module)
+        layer = site.add_layer("adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity,
+                                                       **site.factory_kwargs()))
+        route_output(site, layer, dim, self.delta_type)
+
