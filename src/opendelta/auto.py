@@ -68,10 +68,16 @@ class AutoDeltaConfig:
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> DeltaConfig:
-        """The config stored in a checkpoint folder."""
-        from .checkpoint import read_config_dict
+        """The config of a checkpoint: a folder (ours, OpenDelta 0.3 or PEFT) or a Hub repo id `Org/name`.
 
-        return cls.from_dict(read_config_dict(finetuned_delta_path), **kwargs)
+        kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
+        any other keyword overrides a config key. Only the config file is fetched from the Hub.
+        """
+        from .formats import open_checkpoint
+        from .hub import split_hub_options
+
+        options, overrides = split_hub_options(kwargs)
+        return cls.from_dict(open_checkpoint(finetuned_delta_path, options, config_only=True).config, **overrides)
 
 
 class AutoDeltaModel:
@@ -92,9 +98,15 @@ class AutoDeltaModel:
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module,
                        check_hash: bool = True, **kwargs: Any) -> DeltaBase:
-        """Attach a saved delta to `backbone_model`, load its weights, and verify the model fingerprint."""
-        from .checkpoint import read_config_dict
+        """Attach a saved delta to `backbone_model`, load its weights, and verify the model fingerprint.
 
-        delta_type = read_config_dict(finetuned_delta_path).get("delta_type")
-        return get_delta_class(delta_type).from_finetuned(finetuned_delta_path, backbone_model,
-                                                          check_hash=check_hash, **kwargs)
+        Accepts what `DeltaBase.from_finetuned` accepts (folders of any supported format, Hub repo ids,
+        Hub options, config overrides); the delta class is picked from the checkpoint's delta type.
+        """
+        from .formats import open_checkpoint
+        from .hub import split_hub_options
+
+        options, overrides = split_hub_options(kwargs)
+        checkpoint = open_checkpoint(finetuned_delta_path, options)
+        return get_delta_class(checkpoint.delta_type)._from_checkpoint(checkpoint, backbone_model, check_hash,
+                                                                      overrides)

@@ -410,19 +410,60 @@ class DeltaBase:
         name = getattr(bb, "name_or_path", None) or getattr(getattr(bb, "config", None), "_name_or_path", None)
         return {"backbone_class": type(bb).__name__, "backbone_checkpoint_name": name or None}
 
-    def save_finetuned(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:
-        """Save config, delta weights and fingerprint into `save_directory`, atomically.
+    def save_finetuned(self, save_directory: str | os.PathLike, *, format: str = "opendelta",
+                       push_to_hub: bool = False, repo_id: str | None = None, private: bool | None = None,
+                       token: str | bool | None = None, commit_message: str | None = None,
+                       card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
+                       overwrite_card: bool = False) -> Path:
+        """Save the delta into `save_directory`, atomically, with a model card; optionally push it to the Hub.
 
+        format: "opendelta" writes config.json, delta_model.safetensors and fingerprint.json; "peft" writes a
+            PEFT adapter (adapter_config.json + adapter_model.safetensors; LoRA only) that
+            `PeftModel.from_pretrained` loads.
         Only the delta (and the modules left unfrozen by `freeze_module`) is written, whatever
-        `set_state_dict` did. Returns the folder.
+        `set_state_dict` did. A README.md model card is written (Hub front matter with `card_data`, usage,
+        parameter counts, `results`); a README.md already there that this library did not write is kept
+        unless `overwrite_card=True`. push_to_hub: upload the folder to `repo_id` (default: the folder
+        name, in your namespace), created if needed (`private`). Returns the folder.
         """
-        if kwargs:
-            raise TypeError(f"save_finetuned() got unexpected argument(s): {', '.join(kwargs)}.")
+        if format not in ("opendelta", "peft"):
+            raise ValueError(f"format must be 'opendelta' or 'peft', got {format!r}.")
         if not self._attached:
             raise DeltaStateError("Cannot save a detached delta; call attach() first.")
         if self._merged:
             raise DeltaStateError("Cannot save while merged (the backbone weights hold the delta); "
                                   "call unmerge() first.")
+        from . import hub
+
+        if push_to_hub:
+            hub.validate_repo_id(repo_id or Path(save_directory).resolve().name, namespace_required=False)
+        if format == "peft":
+            config = self.config.replace(**self._backbone_identity())
+            write_files = self._peft_writer(config)
+        else:
+            config, write_files = self._opendelta_writer()
+        card = hub.model_card(self, config=config, repo_id=repo_id, format=format, card_data=card_data,
+                              results=results)
+        existing = Path(save_directory) / hub.CARD_NAME
+        keep_card = existing.is_file() and not overwrite_card and not hub.is_generated_card(existing)
+        if keep_card:
+            logger.info("kept the README.md already in %s (not written by OpenDelta); pass overwrite_card=True "
+                        "to replace it with a generated model card", save_directory)
+
+        def write(tmp: Path) -> None:
+            write_files(tmp)
+            if not keep_card:
+                (tmp / hub.CARD_NAME).write_text(card, encoding="utf-8")
+
+        path = ckpt.write_checkpoint_dir(save_directory, write)
+        if format == "opendelta":
+            self.config = config
+        logger.info("saved %s delta in %s format to %s", self.delta_type, format, path)
+        if push_to_hub:
+            hub.push_folder(path, repo_id or path.name, private=private, token=token, commit_message=commit_message)
+        return path
+
+    def _opendelta_writer(self) -> tuple[DeltaConfig, Callable[[Path], None]]:
         from . import __version__
 
         fp = self.fingerprint()
@@ -437,36 +478,80 @@ class DeltaBase:
                 _json({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8")
             (tmp / ckpt.CONFIG_NAME).write_text(_json({**config.to_dict(), **meta}), encoding="utf-8")
 
-        path = ckpt.write_checkpoint_dir(save_directory, write)
-        self.config = config
-        logger.info("saved %s delta (%d tensors) to %s", self.delta_type, len(state), path)
-        return path
+        return config, write
+
+    def _peft_writer(self, config: DeltaConfig) -> Callable[[Path], None]:
+        from .formats import peft
+
+        adapter_config, state = peft.export(self, config)
+        return lambda tmp: peft.write(tmp, adapter_config, state)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
+                    commit_message: str | None = None, format: str = "opendelta",
+                    card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
+                    revision: str | None = None, create_pr: bool = False) -> Any:
+        """Save the delta (with a freshly generated model card) and upload it to the Hub repo `repo_id`.
+
+        The repo is created if needed. To publish a hand-written README.md, put it in a folder, call
+        `save_finetuned(folder, push_to_hub=True, repo_id=...)` instead. Returns huggingface_hub's CommitInfo.
+        """
+        import tempfile
+
+        from . import hub
+
+        hub.validate_repo_id(repo_id, namespace_required=False)
+        with tempfile.TemporaryDirectory(prefix="opendelta-push-") as tmp:
+            folder = self.save_finetuned(Path(tmp) / repo_id.split("/")[-1], format=format, repo_id=repo_id,
+                                         card_data=card_data, results=results)
+            return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message,
+                                   revision=revision, create_pr=create_pr)
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module,
                        check_hash: bool = True, **kwargs: Any) -> "DeltaBase":
         """Attach a saved delta to `backbone_model`, load its weights and verify the model fingerprint.
 
+        finetuned_delta_path: a checkpoint folder (ours, OpenDelta 0.3, or a PEFT adapter) or a Hub repo id
+            `Org/name`, fetched through the Hugging Face cache (`HF_HUB_OFFLINE=1` is honoured).
+        kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
+            any other keyword overrides a config key.
         On any failure (bad checkpoint, key mismatch, hash mismatch) the backbone is left as it was.
         """
-        directory = Path(finetuned_delta_path)
-        config = cls.config_class.from_finetuned(directory, **kwargs)
-        state = ckpt.load_weights(directory)
+        from .formats import open_checkpoint
+        from .hub import split_hub_options
+
+        options, overrides = split_hub_options(kwargs)
+        return cls._from_checkpoint(open_checkpoint(finetuned_delta_path, options), backbone_model, check_hash,
+                                    overrides)
+
+    @classmethod
+    def _from_checkpoint(cls, checkpoint: Any, backbone_model: nn.Module, check_hash: bool,
+                         overrides: dict[str, Any]) -> "DeltaBase":
+        from .formats import PEFT
+
+        if cls.delta_type and checkpoint.delta_type != cls.delta_type:
+            raise CheckpointError(f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
+                                  f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned.")
+        config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
+        state = checkpoint.load_weights()
         delta = cls.from_config(config, backbone_model)
         params = dict(backbone_model.named_parameters())
         backup = {k: params[k].detach().clone() for k in state if k in params}
         try:
             delta.load_delta_state_dict(state)
-            if check_hash:
-                delta._verify_hash(ckpt.read_fingerprint(directory))
-            else:
+            if not check_hash:
                 logger.info("hash check skipped (check_hash=False)")
+            elif checkpoint.format == PEFT:
+                logger.info("%s is a PEFT adapter: it stores no model fingerprint to verify", checkpoint.source)
+            else:
+                delta._verify_hash(checkpoint.fingerprint())
         except BaseException:
             with torch.no_grad():
                 for k, v in backup.items():
                     params[k].copy_(v)
             delta.detach()
             raise
+        logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
         return delta
 
     def _verify_hash(self, saved: dict[str, Any] | None) -> None:
@@ -474,10 +559,17 @@ class DeltaBase:
         if expected is None:
             logger.warning("This checkpoint stores no model fingerprint; it cannot be verified.")
             return
+        if self.config.hash_algorithm is None:
+            logger.warning("This is an OpenDelta 0.3 checkpoint: its backbone_hash (%s) is an md5 this version "
+                           "cannot recompute, so the backbone cannot be verified. Make sure it is %s (%s); "
+                           "save_finetuned() again to store a verifiable fingerprint, or pass check_hash=False "
+                           "to silence this.", expected, self.config.backbone_checkpoint_name or "the same model",
+                           self.config.backbone_class or "same class")
+            return
         if self.config.hash_algorithm != ALGORITHM:
             logger.warning("This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
                            "verified by this version; pass check_hash=False to silence this.",
-                           expected, self.config.hash_algorithm or "OpenDelta 0.3 md5")
+                           expected, self.config.hash_algorithm)
             return
         now = self.fingerprint()
         if now.root == expected:

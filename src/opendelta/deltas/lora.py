@@ -1,13 +1,15 @@
 """LoRA: a trainable low-rank update B·A parallel to a Linear (or GPT-2 Conv1D) layer.
 
-y = W x + b + (B A dropout(x)) * lora_alpha / lora_r, with A kaiming-uniform and B zero (so the model is
-unchanged at initialisation). `merge()` adds the update to W for inference without any overhead.
+y = W x + b + (B A dropout(x)) * lora_alpha / lora_r (or / sqrt(lora_r) with lora_scaling="rslora"), with A
+kaiming-uniform and B zero (so the model is unchanged at initialisation). `merge()` adds the update to W for
+inference without any overhead.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,11 +23,14 @@ from ..config import DeltaConfig
 
 @dataclass(repr=False)
 class LoraConfig(DeltaConfig):
-    """lora_r: rank of the update; lora_alpha: scale numerator; lora_dropout: dropout on the LoRA input."""
+    """lora_r: rank of the update; lora_alpha: scale numerator; lora_dropout: dropout on the LoRA input;
+    lora_scaling: "standard" scales the update by lora_alpha / lora_r, "rslora" by lora_alpha / sqrt(lora_r)
+    (rank-stabilised LoRA, PEFT's `use_rslora=True`)."""
 
     lora_r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.0
+    lora_scaling: Literal["standard", "rslora"] = "standard"
 
     def _validate(self) -> None:
         super()._validate()
@@ -45,10 +50,10 @@ class LoraLayer(nn.Module):
     """The low-rank update itself: `forward(x)` returns (B A dropout(x)) * scaling."""
 
     def __init__(self, in_features: int, out_features: int, r: int, alpha: float, dropout: float,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, rslora: bool = False) -> None:
         super().__init__()
         self.r, self.alpha = r, alpha
-        self.scaling = alpha / r
+        self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
         self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
@@ -88,7 +93,7 @@ class LoraModel(DeltaBase):
         cfg = self.config
         in_f, out_f = linear_shape(site.module)
         layer = site.add_layer("lora", LoraLayer(in_f, out_f, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
-                                                 **site.factory_kwargs()))
+                                                 rslora=cfg.lora_scaling == "rslora", **site.factory_kwargs()))
 
         def add_update(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             return output + layer(args[0])

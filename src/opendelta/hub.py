@@ -1,0 +1,256 @@
+"""The Hugging Face Hub: resolving `Org/name` to a local folder, publishing a checkpoint, its model card.
+
+`resolve_checkpoint` turns what a user passes to `from_finetuned` into a local folder: an existing folder
+is used as it is; anything else must be a Hub repo id (`Org/name`) and is fetched with
+`huggingface_hub.snapshot_download` (only the checkpoint files), through the standard cache
+(`HF_HUB_CACHE` / `cache_dir=`), honouring `HF_HUB_OFFLINE=1` and `local_files_only=True`. Ids, revisions
+and paths are validated before any cache or network access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from ._logging import logger
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .base import DeltaBase
+    from .config import DeltaConfig
+
+#: Names `from_finetuned` reads as Hub options; every other keyword overrides a config key.
+HUB_OPTION_NAMES = ("revision", "cache_dir", "force_download", "local_files_only", "token")
+CARD_NAME = "README.md"
+#: First line of every card this library writes: such a README.md may be regenerated, any other is kept.
+CARD_MARKER = "<!-- opendelta:model-card -->"
+
+_NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """How to fetch a checkpoint from the Hub (ignored for a local folder)."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    force_download: bool = False
+    local_files_only: bool = False
+    token: str | bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.revision is not None:
+            validate_revision(self.revision)
+        for flag in ("force_download", "local_files_only"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"`{flag}` must be True or False, got {getattr(self, flag)!r}.")
+
+    def given(self) -> list[str]:
+        """Names of the options set to something other than their default."""
+        return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
+
+
+def split_hub_options(kwargs: Mapping[str, Any]) -> tuple[HubOptions, dict[str, Any]]:
+    """Separate the Hub options from the config overrides in `from_finetuned(**kwargs)`."""
+    hub = {k: v for k, v in kwargs.items() if k in HUB_OPTION_NAMES}
+    return HubOptions(**hub), {k: v for k, v in kwargs.items() if k not in HUB_OPTION_NAMES}
+
+
+# ----- validation -----------------------------------------------------------------------------
+def validate_repo_id(repo_id: str, *, namespace_required: bool = True) -> str:
+    """Return `repo_id` if it is a well-formed Hub id (`Org/name`), else raise CheckpointError.
+
+    Names hold letters, digits, '-', '_' and '.', do not start or end with '-' or '.', and contain no
+    '--' or '..'; so an id can never point outside its cache folder.
+    """
+    if not isinstance(repo_id, str):
+        raise CheckpointError(f"A Hub repo id must be a string, got {type(repo_id).__name__}.")
+    parts = repo_id.split("/")
+    problem = None
+    if ".." in parts or repo_id.startswith(("/", "~")) or "\\" in repo_id:
+        problem = "it looks like a path that leaves its folder (path traversal is refused)"
+    elif len(parts) > 2:
+        problem = "it has more than one '/'"
+    elif len(parts) < 2 and namespace_required:
+        problem = "it has no organisation or user part"
+    elif not all(_NAME_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts):
+        problem = "each part may only hold letters, digits, '-', '_' and '.', not at its ends, without '--' or '..'"
+    if problem:
+        raise CheckpointError(
+            f"{repo_id!r} is not an existing folder, and not a valid Hub repo id: {problem}. Pass the path of "
+            f"a checkpoint folder that exists, or a repo id such as 'DeltaHub/lora_t5-base_sst2'.")
+    return repo_id
+
+
+def validate_revision(revision: str) -> str:
+    """Return `revision` (a branch, tag or commit hash) if it cannot escape the cache, else raise."""
+    if (not isinstance(revision, str) or not _REVISION.fullmatch(revision) or ".." in revision
+            or "//" in revision or revision.endswith("/")):
+        raise CheckpointError(
+            f"Invalid revision {revision!r}: use a branch or tag name (letters, digits, '.', '_', '-', '/', no "
+            f"'..') or a commit hash.")
+    return revision
+
+
+# ----- resolution -----------------------------------------------------------------------------
+def resolve_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOptions(),
+                       patterns: Iterable[str] | None = None) -> tuple[Path, str]:
+    """A local folder holding the checkpoint, and a description of where it came from (for messages).
+
+    `patterns` limits what is fetched from the Hub (glob patterns of file names); None fetches every file.
+    """
+    if isinstance(path_or_id, os.PathLike) or Path(os.path.expanduser(str(path_or_id))).exists():
+        folder = Path(os.path.expanduser(os.fspath(path_or_id)))
+        if not folder.exists():
+            raise CheckpointError(f"Checkpoint folder {str(folder)!r} does not exist.")
+        if options.given():
+            logger.info("%s is a local folder; the Hub option(s) %s are ignored", folder, options.given())
+        return folder, f"folder {str(folder)!r}"
+    text = str(path_or_id)
+    if text.endswith(("/", os.sep)) or text.startswith((".", os.sep)):
+        raise CheckpointError(f"Checkpoint folder {text!r} does not exist.")
+    repo_id = validate_repo_id(text)
+    return _download(repo_id, options, patterns), f"Hub repo {repo_id!r} (revision {options.revision or 'main'})"
+
+
+def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None) -> Path:
+    import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    from . import __version__
+
+    offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    revision = options.revision or "main"
+    cache = options.cache_dir or constants.HF_HUB_CACHE
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id, revision=options.revision, cache_dir=options.cache_dir, force_download=options.force_download,
+            local_files_only=options.local_files_only or offline, token=options.token,
+            allow_patterns=list(patterns) if patterns is not None else None,
+            library_name="opendelta", library_version=__version__)
+    except GatedRepoError:
+        raise CheckpointError(
+            f"Hub repo {repo_id!r} is gated: accept its conditions on huggingface.co, then pass `token=` (or run "
+            f"`hf auth login`).") from None
+    except RepositoryNotFoundError:
+        raise CheckpointError(
+            f"Hub repo {repo_id!r} does not exist, or it is private and no valid token was sent. Check the "
+            f"spelling; for a private repo pass `token=` (or run `hf auth login`).") from None
+    except RevisionNotFoundError:
+        raise CheckpointError(
+            f"Hub repo {repo_id!r} exists but has no revision {revision!r}; pass an existing branch, tag or "
+            f"commit hash as `revision=`.") from None
+    except LocalEntryNotFoundError as exc:
+        if offline or options.local_files_only:
+            why = "HF_HUB_OFFLINE=1 is set" if offline else "local_files_only=True was passed"
+            raise CheckpointError(
+                f"Hub repo {repo_id!r} (revision {revision!r}) is not in the cache at {str(cache)!r} and {why}, "
+                f"so it cannot be downloaded. Download it once with network access (or point `cache_dir=` at the "
+                f"cache that holds it), or pass a local folder.") from None
+        raise CheckpointError(
+            f"Could not reach the Hub to fetch {repo_id!r} and it is not in the cache at {str(cache)!r}: "
+            f"{exc}. Check the network connection, or pass a local folder.") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise CheckpointError(f"Could not fetch Hub repo {repo_id!r}: {type(exc).__name__}: {exc}.") from None
+    logger.info("resolved %s (revision %s) to %s", repo_id, revision, folder)
+    return Path(folder)
+
+
+# ----- publishing -----------------------------------------------------------------------------
+def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None,
+                token: str | bool | None = None, commit_message: str | None = None,
+                revision: str | None = None, create_pr: bool = False) -> Any:
+    """Create `repo_id` on the Hub if needed (a bare name goes to your namespace) and upload `folder`.
+
+    Returns huggingface_hub's CommitInfo (its `.commit_url` links to the commit).
+    """
+    from huggingface_hub import HfApi
+
+    validate_repo_id(repo_id, namespace_required=False)
+    if revision is not None:
+        validate_revision(revision)
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
+    target = getattr(url, "repo_id", None) or repo_id
+    info = api.upload_folder(repo_id=target, folder_path=str(folder), repo_type="model", revision=revision,
+                             commit_message=commit_message or "Upload delta checkpoint with OpenDelta",
+                             create_pr=create_pr)
+    logger.info("pushed %s to the Hub repo %s: %s", folder, target, getattr(info, "commit_url", info))
+    return info
+
+
+# ----- model card -----------------------------------------------------------------------------
+def is_generated_card(path: str | os.PathLike) -> bool:
+    """Whether the README.md at `path` was written by this library (and may be regenerated)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == CARD_MARKER or CARD_MARKER in f.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def model_card(delta: "DeltaBase", *, config: "DeltaConfig | None" = None, repo_id: str | None = None,
+               format: str = "opendelta", card_data: Mapping[str, Any] | None = None,
+               results: Mapping[str, Any] | None = None) -> str:
+    """The README.md text of a shared delta: Hub front matter, how to load it, parameter counts, results.
+
+    config: the config being saved (default: the delta's). card_data: extra front-matter fields (e.g.
+    license, datasets, language); they may also override `base_model` and add `tags`. results: metric
+    name -> value, shown as a table.
+    """
+    from huggingface_hub import ModelCardData
+
+    cfg = config if config is not None else delta.config
+    data = dict(card_data or {})
+    base = data.pop("base_model", None) or cfg.backbone_checkpoint_name
+    tags = ["opendelta", "delta-tuning", "peft", delta.delta_type]
+    tags += [t for t in data.pop("tags", []) if t not in tags]
+    library = "peft" if format == "peft" else "opendelta"
+    yaml = ModelCardData(library_name=library, base_model=base, tags=tags, **data).to_yaml()
+    total, trainable, n_delta = (delta.num_total_parameters(), delta.num_trainable_parameters(),
+                                 delta.num_delta_parameters())
+    where = repo_id or "path/to/this/folder"
+    body = [CARD_MARKER, "---", yaml.strip(), "---", "",
+            f"# {repo_id.split('/')[-1] if repo_id else f'{delta.delta_type} delta'}", "",
+            f"A `{delta.delta_type}` delta (parameter-efficient fine-tuning) for "
+            f"`{base or cfg.backbone_class or 'its backbone model'}`, saved with "
+            f"[OpenDelta](https://github.com/thunlp/OpenDelta). It modifies {len(delta.sites)} module(s), e.g. "
+            f"`{delta.modified_module_names[0] if delta.sites else '-'}`.", "",
+            "## Usage", "", "```python", *_usage(cfg.backbone_class, base, where, format), "```", "",
+            "## Parameters", "", "| | count | share of the model |", "|---|---:|---:|",
+            f"| delta parameters | {n_delta:,} | {_share(n_delta, total)} |",
+            f"| trainable parameters | {trainable:,} | {_share(trainable, total)} |",
+            f"| whole model (backbone + delta) | {total:,} | 100% |", "",
+            "## Configuration", "", "```json", cfg.to_json(), "```", ""]
+    if results:
+        body += ["## Results", "", "| metric | value |", "|---|---|"]
+        body += [f"| {name} | {_fmt(value)} |" for name, value in results.items()] + [""]
+    return "\n".join(body)
+
+
+def _usage(backbone_class: str | None, base: str | None, where: str, format: str) -> list[str]:
+    cls = backbone_class or "AutoModel"
+    name = base or "<the base model>"
+    lines = [f"from transformers import {cls}"]
+    if format == "peft":
+        return lines + ["from peft import PeftModel", "", f"backbone = {cls}.from_pretrained({name!r})",
+                        f"model = PeftModel.from_pretrained(backbone, {where!r})",
+                        "# or with OpenDelta: AutoDeltaModel.from_finetuned(" f"{where!r}, backbone_model=backbone)"]
+    return lines + ["from opendelta import AutoDeltaModel", "", f"backbone = {cls}.from_pretrained({name!r})",
+                    f"delta = AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
+                    "# `backbone` now carries the delta; use it as usual"]
+
+
+def _share(part: int, total: int) -> str:
+    return f"{100 * part / max(total, 1):.4f}%"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
