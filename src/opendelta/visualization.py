@@ -69,7 +69,7 @@ class _Builder:
     """Walks the module tree once; signatures are interned to ints so folding stays linear in size."""
 
     def __init__(self, rename: dict[str, str] | None) -> None:
-        self.rename = rename or {}
+        self.rename = rename or {}  # raw module path -> name to show
         self.seen: dict[int, str] = {}
         self.keys: dict[tuple, int] = {}
 
@@ -86,7 +86,7 @@ class _Builder:
             if child is None:
                 continue
             cpath = f"{path}.{cname}" if path else cname
-            shown = self.rename.get(cpath, cpath).rsplit(".", 1)[-1]
+            shown = self.rename.get(cpath, cname)
             node.children.append(self.build(shown, cpath, child, delta))
         own = [p for p in params if p.tied_to is None]
         node.total = sum(p.numel for p in own) + sum(c.total for c in node.children)
@@ -125,6 +125,29 @@ def _common_names(model: nn.Module) -> dict[str, str]:
     return mapper(model)
 
 
+def _common_display_names(common: dict[str, str]) -> dict[str, str]:
+    """Raw module path -> `raw [role]`: the raw name with its common-structure role next to it.
+
+    Inside a block the role is relative to the block (`query [attn.q]`, `dense [ff.w2]`); outside, it is
+    the whole common name (`wte [embeddings]`). Blocks themselves and modules whose role is their raw name
+    are shown as they are, so `0-11 (BertLayer)` still folds and reads the same.
+    """
+    shown = {}
+    for raw, name in common.items():
+        last = raw.rsplit(".", 1)[-1]
+        if _BLOCK_END.search(name):
+            continue
+        inside = _BLOCK_INSIDE.search(name)
+        role = inside.group(1) if inside else name
+        if role != last:
+            shown[raw] = f"{last} [{role}]"
+    return shown
+
+
+_BLOCK_END = re.compile(r"(^|\.)block\.\d+$")
+_BLOCK_INSIDE = re.compile(r"(?:^|\.)block\.\d+\.(.+)$")
+
+
 @dataclass
 class _Options:
     expand_params: bool
@@ -159,7 +182,7 @@ class Visualization:
         expand_params: one line per parameter (name, shape, dtype, count) under its module.
         keep_non_params: also show modules without parameters (dropout, activations).
         max_depth: show this many levels below the root (None: all).
-        common_structure: name modules in the common vocabulary of `opendelta.structures`.
+        common_structure: show each module's common-structure role next to its name (`query [attn.q]`).
         only_trainable: show only the modules and parameters that train.
         show_counts: add each line's parameter count (`2×1.1K` for a folded pair).
         save: a path ending in .svg, .html or .txt (plain text).
@@ -192,7 +215,7 @@ class Visualization:
                 footer: bool) -> tuple[Tree, Group]:
         if opts.max_depth is not None and opts.max_depth < 0:
             raise ValueError(f"max_depth must be None or >= 0, got {opts.max_depth}.")
-        rename = _common_names(self.model) if common_structure else None
+        rename = _common_display_names(_common_names(self.model)) if common_structure else None
         node = _Builder(rename).build(rootname, "", self.model, False)
         tree = Tree(self._label([node], opts))
         self._add_children(tree, node, opts, 1)

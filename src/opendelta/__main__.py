@@ -1,0 +1,8 @@
+"""`python -m opendelta ...` runs the `opendelta` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
