@@ -6,6 +6,7 @@ from .auto import AutoDeltaConfig, AutoDeltaModel, register_delta, registered_de
 from .base import DeltaBase, Site
 from .config import DeltaConfig
 from .deltas.lora import LoraConfig, LoraModel
+from .deltas.prefix import PrefixConfig, PrefixModel
 from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
                      OpenDeltaError, UnsupportedModuleError)
 from .stats import ModelStats, inspect, inspect_checkpoint
@@ -14,6 +15,7 @@ from .visualization import Visualization
 __all__ = [
     "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DeltaBase", "DeltaConfig", "DeltaConfigError",
     "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModelStats", "ModuleMatchError",
-    "OpenDeltaError", "Site", "UnsupportedModuleError", "Visualization", "inspect", "inspect_checkpoint",
+    "OpenDeltaError", "PrefixConfig", "PrefixModel", "Site", "UnsupportedModuleError", "Visualization",
+    "inspect", "inspect_checkpoint",
     "register_delta", "registered_delta_types",
 ]

@@ -1,0 +1,339 @@
+"""Prefix tuning on tiny T5 / BERT / GPT-2 / Llama / BART (and a T5 v1.1-style config): shared properties,
+generate() consistency with an uncached step-by-step decode, a hand-computed attention reference, the exact
+parameter count, and the error paths."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+import transformers
+from conftest import HEADS, HIDDEN, VOCAB, build, inputs_for, loss_of
+from shared_tester import check_all
+
+from opendelta import AutoDeltaConfig, AutoDeltaModel, PrefixModel
+from opendelta.deltas import prefix as prefix_mod
+from opendelta.errors import DeltaStateError, UnsupportedModuleError
+
+TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "gpt2": ["attn"], "llama": ["self_attn"],
+           "bart": ["self_attn"], "t5v11": ["SelfAttention"]}
+SMALL = {"prefix_token_num": 3, "embed_dim": 8, "mid_dim": 16}
+
+
+def tiny_bart():
+    cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=HIDDEN, encoder_layers=2, decoder_layers=2,
+                                  encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=64,
+                                  decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
+                                  eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
+                                  forced_bos_token_id=None)
+    return transformers.BartForConditionalGeneration(cfg)
+
+
+def tiny_t5_v11():
+    """T5 v1.1 layout: gated-GELU feed-forward, untied head, and d_kv * num_heads (48) != d_model (32)."""
+    cfg = transformers.T5Config(vocab_size=VOCAB, d_model=HIDDEN, d_kv=12, d_ff=64, num_layers=2,
+                                num_decoder_layers=2, num_heads=HEADS, feed_forward_proj="gated-gelu",
+                                tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return transformers.T5ForConditionalGeneration(cfg)
+
+
+def make_model(family, seed=0):
+    torch.manual_seed(seed)
+    model = {"bart": tiny_bart, "t5v11": tiny_t5_v11}.get(family, lambda: build(family, seed))()
+    return model.eval()
+
+
+def attach(model, family, **extra):
+    cfg = AutoDeltaConfig.from_dict({"delta_type": "prefix", "modified_modules": TARGETS[family], **SMALL, **extra})
+    return AutoDeltaModel.from_config(cfg, backbone_model=model)
+
+
+def perturb(delta, scale=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in delta.delta_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+def batch(family, seed=1):
+    x = inputs_for("gpt2", seed=seed)  # input_ids + attention_mask (row 0 padded at the end)
+    if family in ("t5", "t5v11", "bart"):
+        x["decoder_input_ids"] = torch.randint(3, VOCAB, (2, 5), generator=torch.Generator().manual_seed(seed))
+    return x
+
+
+# ----- the shared properties (attach, grads, frozen weights, detach, save/load, hash, merge, dtype) -----------
+@pytest.mark.parametrize("family", ["t5", "bert", "gpt2", "llama"])
+def test_shared_properties(family, tmp_path):
+    check_all(family, "prefix", {"modified_modules": TARGETS[family], **SMALL}, tmp_path)
+
+
+def test_shared_properties_without_reparameterization(tmp_path):
+    check_all("llama", "prefix", {"modified_modules": TARGETS["llama"], **SMALL, "reparameterize": False}, tmp_path)
+
+
+@pytest.mark.parametrize("family", ["bart", "t5v11"])
+def test_train_detach_save_load(family, tmp_path):
+    """The same properties on families the shared tester does not build (BART, T5 v1.1)."""
+    model = make_model(family)
+    x = batch(family)
+    with torch.no_grad():
+        ref = model(**x).logits
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    delta = attach(model, family)
+    delta.freeze_module(exclude=["deltas"], set_state_dict=True)
+    ids = {id(p) for p in delta.delta_parameters()}
+    loss_of(model(**x).logits).backward()
+    for n, p in model.named_parameters():
+        assert (p.grad is not None) == (id(p) in ids), n
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):
+        opt.step()
+        opt.zero_grad()
+        loss_of(model(**x).logits).backward()
+    with torch.no_grad():
+        out = model(**x).logits
+    assert not torch.allclose(out, ref)
+    delta.save_finetuned(tmp_path / "ckpt")
+    delta.detach()
+    with torch.no_grad():
+        assert torch.equal(model(**x).logits, ref)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    fresh = make_model(family)
+    AutoDeltaModel.from_finetuned(tmp_path / "ckpt", backbone_model=fresh)
+    with torch.no_grad():
+        assert torch.equal(fresh(**x).logits, out)
+
+
+# ----- generate(): the cached path equals an uncached step-by-step decode of the prefixed model -----------
+def greedy_by_hand(model, family, ids, mask, steps):
+    """Greedy decoding with full forwards and no cache, the reference for generate(): (tokens, step logits)."""
+    step_logits = []
+    if family in ("t5", "t5v11", "bart"):
+        out = torch.full((ids.shape[0], 1), model.config.decoder_start_token_id)
+        for _ in range(steps):
+            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=out, use_cache=False).logits[:, -1]
+            step_logits.append(logits)
+            out = torch.cat([out, logits.argmax(-1, keepdim=True)], dim=1)
+        return out, torch.stack(step_logits)
+    out, mask = ids, mask
+    for _ in range(steps):
+        logits = model(input_ids=out, attention_mask=mask, use_cache=False).logits[:, -1]
+        step_logits.append(logits)
+        out = torch.cat([out, logits.argmax(-1, keepdim=True)], dim=1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+    return out, torch.stack(step_logits)
+
+
+@pytest.fixture
+def prefix_calls(monkeypatch):
+    """Records, for every cache update during a forward, (keys returned) - (keys stored in the real cache)."""
+    seen = []
+    original = prefix_mod._PrefixedCache.update
+
+    def spy(self, k, v, layer_idx=None, *args, **kwargs):
+        keys, values = original(self, k, v, layer_idx, *args, **kwargs)
+        stored = self._inner.get_seq_length(layer_idx) if self._inner is not None else k.shape[2]
+        seen.append(keys.shape[2] - stored)
+        return keys, values
+
+    monkeypatch.setattr(prefix_mod._PrefixedCache, "update", spy)
+    return seen
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "bart", "t5v11"])
+def test_generate_matches_uncached_decode(family, prefix_calls):
+    steps = 5
+    model = make_model(family)
+    x = batch(family)
+    ids, mask = x["input_ids"], torch.ones_like(x["input_ids"])
+    base = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                          eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    delta = attach(model, family)
+    perturb(delta, scale=1.0)
+    prefix_calls.clear()
+    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
+                         eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    n_sites = len(delta.modified_module_names)
+    cross = family in ("t5", "t5v11", "bart")
+    # prefix at every step in every prefixed layer: steps forwards (the encoder runs once, before them)
+    expected_calls = (n_sites // 2 + steps * n_sites // 2) if cross else steps * n_sites
+    assert len(prefix_calls) == expected_calls
+    assert set(prefix_calls) == {SMALL["prefix_token_num"]}
+    # the real cache holds real tokens only (no prefix, no double prefixing)
+    cache = gen.past_key_values
+    cache = getattr(cache, "self_attention_cache", cache)
+    real = steps if cross else ids.shape[1] + steps - 1  # the last generated token is never fed back
+    assert cache.get_seq_length() == real
+    by_hand, by_hand_logits = greedy_by_hand(model, family, ids, mask, steps)
+    assert torch.equal(gen.sequences, by_hand)
+    torch.testing.assert_close(torch.stack(gen.logits), by_hand_logits, rtol=1e-4, atol=1e-5)
+    # the delta changed what the model predicts
+    assert not torch.allclose(torch.stack(gen.logits), torch.stack(base.logits), atol=1e-3)
+
+
+def test_generate_with_left_padding_matches_uncached_decode():
+    """Llama with a left-padded prompt: generate (cached, position ids from the mask) vs full forwards."""
+    model = make_model("llama")
+    delta = attach(model, "llama")
+    perturb(delta)
+    ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    out, m = ids, mask
+    for _ in range(4):
+        pos = (m.cumsum(-1) - 1).clamp(min=0)  # what generate() derives from the mask
+        logits = model(input_ids=out, attention_mask=m, position_ids=pos, use_cache=False).logits
+        out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        m = torch.cat([m, m.new_ones(2, 1)], dim=1)
+    assert torch.equal(gen, out)
+
+
+# ----- a direct reference: softmax over [prefix_k; k] computed by hand --------------------------------------
+def test_bert_attention_matches_hand_computation():
+    model = make_model("bert")
+    delta = attach(model, "bert")
+    perturb(delta)
+    attn = model.bert.encoder.layer[0].attention.self
+    h = torch.randn(2, 5, HIDDEN, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, _ = attn(h)
+        pk, pv = attn.prefix()
+        d = HIDDEN // HEADS
+
+        def heads(t):
+            return t.view(2, 5, HEADS, d).transpose(1, 2)
+
+        q, k, v = heads(attn.query(h)), heads(attn.key(h)), heads(attn.value(h))
+        k = torch.cat([pk.expand(2, -1, -1, -1), k], dim=2)
+        v = torch.cat([pv.expand(2, -1, -1, -1), v], dim=2)
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d), dim=-1)
+        ref = (probs @ v).transpose(1, 2).reshape(2, 5, HIDDEN)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("padded", [True, False])  # unpadded sdpa gets no mask from the model: prefix builds it
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_llama_gqa_rotary_attention_matches_hand_computation(impl, padded):
+    """Grouped-query attention with rotary embeddings, causal, optionally a padded row: prefix keys are not rotated."""
+    model = make_model("llama")
+    model.set_attn_implementation(impl)
+    delta = attach(model, "llama")
+    perturb(delta)
+    x = {"input_ids": torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0)),
+         "attention_mask": torch.tensor([[0 if padded else 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])}
+    attn = model.model.layers[0].self_attn
+    captured = {}
+    handle = attn.register_forward_hook(lambda m, a, kw, out: captured.update(h=kw["hidden_states"],
+                                                                              pe=kw["position_embeddings"],
+                                                                              out=out[0]), with_kwargs=True)
+    with torch.no_grad():
+        model(**x)
+    handle.remove()
+    h, (cos, sin), out = captured["h"], captured["pe"], captured["out"]
+    n_kv, d, s = 2, HIDDEN // HEADS, 6
+    with torch.no_grad():
+        q = attn.q_proj(h).view(2, s, HEADS, d).transpose(1, 2)
+        k = attn.k_proj(h).view(2, s, n_kv, d).transpose(1, 2)
+        v = attn.v_proj(h).view(2, s, n_kv, d).transpose(1, 2)
+        q, k = transformers.models.llama.modeling_llama.apply_rotary_pos_emb(q, k, cos, sin)
+        pk, pv = attn.prefix()
+        k = torch.cat([pk.expand(2, -1, -1, -1), k], dim=2).repeat_interleave(HEADS // n_kv, dim=1)
+        v = torch.cat([pv.expand(2, -1, -1, -1), v], dim=2).repeat_interleave(HEADS // n_kv, dim=1)
+        p = SMALL["prefix_token_num"]
+        visible = torch.ones(2, 1, s, p + s, dtype=torch.bool)
+        visible[..., p:] = torch.tril(torch.ones(s, s, dtype=torch.bool))
+        visible[0, :, :, p] = not padded  # the padded key of row 0
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        probs = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+        ref = attn.o_proj((probs @ v).transpose(1, 2).reshape(2, s, HEADS * d))
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[0, 1:], ref[0, 1:], rtol=1e-5, atol=1e-6)  # row 0, position 0 is padding
+
+
+def test_t5_position_bias_only_on_real_keys():
+    """T5 relative position bias applies to real keys; the prefix columns get zero bias."""
+    model = make_model("t5")
+    delta = attach(model, "t5")
+    perturb(delta)
+    attn = model.encoder.block[0].layer[0].SelfAttention
+    h = torch.randn(1, 4, HIDDEN, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, bias, _ = attn(h)
+        assert bias.shape[-1] == 4  # the bias handed on to the next layer is the real-length one
+        pk, pv = attn.prefix()
+        q = attn.q(h).view(1, 4, HEADS, -1).transpose(1, 2)
+        k = torch.cat([pk[None], attn.k(h).view(1, 4, HEADS, -1).transpose(1, 2)], dim=2)
+        v = torch.cat([pv[None], attn.v(h).view(1, 4, HEADS, -1).transpose(1, 2)], dim=2)
+        full_bias = torch.cat([torch.zeros(1, HEADS, 4, SMALL["prefix_token_num"]), attn.compute_bias(4, 4)], dim=-1)
+        probs = torch.softmax(q @ k.transpose(-1, -2) + full_bias, dim=-1)  # T5 does not scale scores
+        ref = attn.o((probs @ v).transpose(1, 2).reshape(1, 4, -1))
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+
+
+# ----- exact parameter counts ------------------------------------------------------------------------------
+def test_parameter_count_reparameterized():
+    model = make_model("llama")
+    delta = attach(model, "llama", prefix_token_num=3, embed_dim=8, mid_dim=16)
+    # trunk: embedding 3*8 = 24, Linear(8 -> 16) = 8*16 + 16 = 144                       -> 168
+    # per layer: kv_dim = 2 kv heads * head 8 = 16; Linear(16 -> 2*16) = 16*32 + 32 = 544   -> 2 layers = 1088
+    assert delta.num_delta_parameters() == 24 + 144 + 2 * 544 == 1256
+    delta.freeze_module(exclude=["deltas"])
+    assert delta.num_trainable_parameters() == 1256
+
+
+def test_parameter_count_plain_and_t5_v11_width():
+    model = make_model("t5v11")
+    delta = attach(model, "t5v11", prefix_token_num=3, reparameterize=False)
+    # 4 self-attention modules (2 encoder + 2 decoder), each: key + value of 4 heads * 3 tokens * d_kv 12
+    assert delta.num_delta_parameters() == 4 * 2 * (4 * 3 * 12) == 1152
+    assert "prefix_trunk" not in dict(model.named_children())
+
+
+# ----- errors ------------------------------------------------------------------------------------------------
+def test_merge_is_refused():
+    model = make_model("gpt2")
+    delta = attach(model, "gpt2")
+    with pytest.raises(DeltaStateError, match="cannot be merged"):
+        delta.merge()
+
+
+@pytest.mark.parametrize("family,target,match", [
+    ("t5", ["EncDecAttention"], "cross-attention"),
+    ("bart", ["encoder_attn"], "cross-attention"),
+    ("gpt2", ["c_attn"], "attention module"),
+])
+def test_unsupported_targets_leave_model_untouched(family, target, match):
+    model = make_model(family)
+    keys = list(model.state_dict())
+    with pytest.raises(UnsupportedModuleError, match=match):
+        PrefixModel(model, modified_modules=target, **SMALL)
+    assert list(model.state_dict()) == keys
+    assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+def test_unsupported_attention_implementation():
+    model = make_model("gpt2")
+    model.config._attn_implementation = "flex_attention"
+    with pytest.raises(UnsupportedModuleError, match="flex_attention.*sdpa"):
+        attach(model, "gpt2")
+
+
+def test_attention_implementation_switched_after_attach():
+    model = make_model("gpt2")
+    attach(model, "gpt2")
+    model.config._attn_implementation = "flex_attention"
+    with pytest.raises(UnsupportedModuleError, match="flex_attention"):
+        model(**inputs_for("gpt2"))
+
+
+def test_old_transformers_is_refused_clearly(monkeypatch):
+    model = make_model("gpt2")
+    # the module object in sys.modules at attach time (transformers may swap its lazy module while loading)
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.45.2")
+    with pytest.raises(UnsupportedModuleError, match=r"transformers >= 5\.0 \(installed: 4\.45\.2\)"):
+        attach(model, "gpt2")
+    assert not any(m._forward_pre_hooks for m in model.modules())
