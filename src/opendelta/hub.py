@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 #: Names `from_finetuned` reads as Hub options; every other keyword overrides a config key.
 HUB_OPTION_NAMES = ("revision", "cache_dir", "force_download", "local_files_only", "token")
 CARD_NAME = "README.md"
-#: First line of every card this library writes: such a README.md may be regenerated, any other is kept.
+#: Written right after the front matter (which the Hub needs on the first line) of every card this library
+#: writes: such a README.md may be regenerated, any other is kept.
 CARD_MARKER = "<!-- opendelta:model-card -->"
 
 _NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
@@ -191,7 +192,7 @@ def is_generated_card(path: str | os.PathLike) -> bool:
     """Whether the README.md at `path` was written by this library (and may be regenerated)."""
     try:
         with open(path, encoding="utf-8") as f:
-            return f.readline().strip() == CARD_MARKER or CARD_MARKER in f.read(4096)
+            return any(line.strip() == CARD_MARKER for line in f.read(16384).splitlines())
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -210,18 +211,18 @@ def model_card(delta: "DeltaBase", *, config: "DeltaConfig | None" = None, repo_
     cfg = config if config is not None else delta.config
     data = dict(card_data or {})
     base = data.pop("base_model", None) or cfg.backbone_checkpoint_name
-    tags = ["opendelta", "delta-tuning", "peft", delta.delta_type]
+    tags = ["opendelta", "delta-tuning", delta.delta_type] + (["peft"] if format == "peft" else [])
     tags += [t for t in data.pop("tags", []) if t not in tags]
     library = "peft" if format == "peft" else "opendelta"
     yaml = ModelCardData(library_name=library, base_model=base, tags=tags, **data).to_yaml()
     total, trainable, n_delta = (delta.num_total_parameters(), delta.num_trainable_parameters(),
                                  delta.num_delta_parameters())
     where = repo_id or "path/to/this/folder"
-    body = [CARD_MARKER, "---", yaml.strip(), "---", "",
+    body = ["---", yaml.strip(), "---", CARD_MARKER, "",
             f"# {repo_id.split('/')[-1] if repo_id else f'{delta.delta_type} delta'}", "",
             f"A `{delta.delta_type}` delta (parameter-efficient fine-tuning) for "
             f"`{base or cfg.backbone_class or 'its backbone model'}`, saved with "
-            f"[OpenDelta](https://github.com/thunlp/OpenDelta). It modifies {len(delta.sites)} module(s), e.g. "
+            f"OpenDelta. It modifies {len(delta.sites)} module(s), e.g. "
             f"`{delta.modified_module_names[0] if delta.sites else '-'}`.", "",
             "## Usage", "", "```python", *_usage(cfg.backbone_class, base, where, format), "```", "",
             "## Parameters", "", "| | count | share of the model |", "|---|---:|---:|",

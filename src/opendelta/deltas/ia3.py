@@ -1,0 +1,118 @@
+"""(IA)^3 (Liu et al. 2022): learned vectors that rescale activations.
+
+On a Linear / Conv1D target, y = l * f(x) with l over the output features (keys, values); on a target that
+is also listed in `feedforward_modules`, y = f(l * x) with l over the input features (the second
+feed-forward projection). l starts at ones, so the backbone is unchanged until training. `merge()` folds l
+into the weight rows (output scaling, and the bias) or columns (input scaling); `unmerge()` divides it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from ..auto import register_delta
+from ..base import DeltaBase, Site
+from ..config import DeltaConfig
+from ..errors import DeltaStateError, ModuleMatchError
+from ..matching import name_matches
+from ._common import first_input
+
+
+@dataclass(repr=False)
+class IA3Config(DeltaConfig):
+    """feedforward_modules: addresses (same rules as `modified_modules`) of the targets whose INPUT is
+    scaled; each must match at least one modified module. The other targets scale their output."""
+
+    feedforward_modules: list[str] | None = None
+
+    def _validate(self) -> None:
+        super()._validate()
+        ff = self.feedforward_modules
+        self._require(ff is None or all(v.strip() for v in ff), "feedforward_modules", "non-empty module names")
+
+
+def _in_out(module: nn.Module) -> tuple[int, int]:
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return module.in_features, module.out_features
+
+
+class IA3Layer(nn.Module):
+    """The scaling vector `scale` (ones at init), over output features, or input features if `on_input`."""
+
+    def __init__(self, features: int, on_input: bool, device=None, dtype=None) -> None:
+        super().__init__()
+        self.on_input = on_input
+        self.scale = nn.Parameter(torch.ones(features, device=device, dtype=dtype))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return t * self.scale
+
+    def _weight_factor(self, module: nn.Module) -> torch.Tensor:
+        """`scale` shaped to broadcast over the module's weight (Linear: (out, in); Conv1D: (in, out))."""
+        s = self.scale.to(module.weight.dtype)
+        scales_rows = self.on_input == isinstance(module, Conv1D)  # the axis of the scaled features
+        return s[:, None] if scales_rows else s[None, :]
+
+    def merge_into(self, module: nn.Module) -> None:
+        module.weight.mul_(self._weight_factor(module))
+        if not self.on_input and module.bias is not None:
+            module.bias.mul_(self.scale.to(module.bias.dtype))
+
+    def unmerge_from(self, module: nn.Module) -> None:
+        module.weight.div_(self._weight_factor(module))
+        if not self.on_input and module.bias is not None:
+            module.bias.div_(self.scale.to(module.bias.dtype))
+
+    def extra_repr(self) -> str:
+        return f"features={self.scale.shape[0]}, on={'input' if self.on_input else 'output'}"
+
+
+@register_delta("ia3")
+class IA3Model(DeltaBase):
+    """(IA)^3 scaling vectors on Linear / Conv1D layers; mergeable into their weights."""
+
+    config_class = IA3Config
+    supported_modules = (nn.Linear, Conv1D)
+    mergeable = True
+
+    def resolve_targets(self) -> list[tuple[str, nn.Module]]:
+        targets = super().resolve_targets()
+        names = [n for n, _ in targets]
+        unused = [p for p in self.config.feedforward_modules or [] if not any(name_matches(n, p) for n in names)]
+        if unused:
+            raise ModuleMatchError(
+                f"ia3: feedforward_modules {unused} match none of the modified modules; each entry must name "
+                f"(a suffix of) a module that `modified_modules` selects, e.g. one of: {', '.join(names[:6])}.")
+        return targets
+
+    def _is_feedforward(self, name: str) -> bool:
+        return any(name_matches(name, p) for p in self.config.feedforward_modules or [])
+
+    def build_site(self, site: Site) -> None:
+        on_input = self._is_feedforward(site.name)
+        in_f, out_f = _in_out(site.module)
+        layer = site.add_layer("ia3", IA3Layer(in_f if on_input else out_f, on_input, **site.factory_kwargs()))
+        if on_input:
+            def scale_input(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+                x, replace = first_input(args, kwargs)
+                return replace(layer(x))
+
+            site.on_input(scale_input, with_kwargs=True)
+        else:
+            site.on_output(lambda module, args, output: layer(output))
+
+    def merge(self) -> None:
+        """Fold every scaling vector into its layer's weight (and bias); refused if any entry is zero."""
+        if self.attached and not self.merged:
+            zeros = [s.name for s in self.sites for layer in s.layers.values() if (layer.scale == 0).any()]
+            if zeros:
+                raise DeltaStateError(
+                    f"ia3: cannot merge, the scaling vector of {zeros[0]!r} has zero entries, so unmerge() could "
+                    f"not divide it out again. Keep the delta unmerged (it still runs with hooks).")
+        super().merge()
