@@ -19,3 +19,14 @@ __all__ = [
     "inspect", "inspect_checkpoint",
     "register_delta", "registered_delta_types",
 ]
+
+from .deltas.adapter import AdapterConfig, AdapterModel  # noqa: E402
+from .deltas.bitfit import BitFitConfig, BitFitModel  # noqa: E402
+from .deltas.compacter import CompacterConfig, CompacterModel  # noqa: E402
+from .deltas.ia3 import IA3Config, IA3Model  # noqa: E402
+from .deltas.low_rank_adapter import LowRankAdapterConfig, LowRankAdapterModel  # noqa: E402
+from .deltas.parallel_adapter import ParallelAdapterConfig, ParallelAdapterModel  # noqa: E402
+
+__all__ += ["AdapterConfig", "AdapterModel", "BitFitConfig", "BitFitModel", "CompacterConfig", "CompacterModel",
+            "IA3Config", "IA3Model", "LowRankAdapterConfig", "LowRankAdapterModel", "ParallelAdapterConfig",
+            "ParallelAdapterModel"]
