@@ -162,12 +162,15 @@ class DeltaBase:
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         """The (name, module) pairs this delta modifies, from the config's module addresses."""
-        if not self.config.modified_modules:
-            from .structures import default_modified_modules
+        from .structures import default_settings, find_targets
 
-            default = default_modified_modules(self.backbone_model, self.delta_type)
-            self.config.modified_modules = default
-        return find_modules(self.backbone_model, self.config.modified_modules, self.config.exclude_modules)
+        if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
+            defaults = default_settings(self.backbone_model, self.delta_type)
+            fresh = type(self.config)()
+            self.config = self.config.replace(**{k: v for k, v in defaults.items() if k in ("modified_modules", "common_structure")
+                                                 or getattr(self.config, k) == getattr(fresh, k)})
+        return find_targets(self.backbone_model, self.config.modified_modules, self.config.exclude_modules,
+                            self.config.common_structure)
 
     def build_site(self, site: Site) -> None:
         """Put the delta on one module: `site.add_layer(...)` and `site.on_input / on_output(...)`."""

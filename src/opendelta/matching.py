@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Iterable, Iterator
+from typing import Collection, Iterable, Iterator, Mapping
 
 from torch import nn
 
@@ -60,11 +60,13 @@ def named_backbone_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[str] | None = None,
-                 *, what: str = "modified_modules") -> list[tuple[str, nn.Module]]:
+                 *, what: str = "modified_modules", aliases: Mapping[str, str] | None = None,
+                 common: Collection[str] = ()) -> list[tuple[str, nn.Module]]:
     """All modules addressed by `patterns` minus those addressed by `exclude`, in model order.
 
-    Raises ModuleMatchError naming the closest module names when an entry (or the whole list) matches
-    nothing.
+    `aliases` maps raw module names to common-structure names; the entries listed in `common` are matched
+    against those names instead of the raw ones. Raises ModuleMatchError naming the closest module names
+    when an entry (or the whole list) matches nothing.
     """
     patterns = list(patterns)
     if not patterns:
@@ -75,8 +77,11 @@ def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[st
     modules = list(named_backbone_modules(model))
     hits: dict[str, int] = {p: 0 for p in patterns}
     found: list[tuple[str, nn.Module]] = []
+    aliases = aliases or {}
     for name, module in modules:
-        matched = [p for p, rx in compiled if name_matches(name, p, rx)]
+        alias = aliases.get(name)
+        matched = [p for p, rx in compiled if (alias is not None and name_matches(alias, p, rx) if p in common
+                                               else name_matches(name, p, rx))]
         if not matched:
             continue
         for p in matched:
@@ -86,7 +91,9 @@ def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[st
         found.append((name, module))
     missing = [p for p, n in hits.items() if n == 0]
     if missing:
-        raise ModuleMatchError(_no_match_message(missing, [n for n, _ in modules], what))
+        raw_missing = [p for p in missing if p not in common]
+        names = [n for n, _ in modules] if raw_missing else list(aliases.values())
+        raise ModuleMatchError(_no_match_message(raw_missing or missing, names, what))
     if not found:
         raise ModuleMatchError(
             f"Every module matched by `{what}`={patterns} is removed by exclude_modules={exclude}; "

@@ -1,17 +1,448 @@
-"""Default module addresses per model family (extended by the common-structure maps)."""
+"""Common structure: one vocabulary of module names for every supported model family, and default targets.
+
+A family's map says, relative to its base model (e.g. `BertModel`), which raw module plays each role:
+
+    embeddings                      input embeddings
+    encoder / decoder               a stack of blocks;  <stack>.block.<i> is one block
+    block.<i>.attn                  the self-attention sub-block; .q .k .v .proj (output) .layer_norm
+                                    (.qkv where one layer holds q, k and v; .core where the module that
+                                    attends is a child of the sub-block, as in BERT's `attention.self`)
+    block.<i>.crossattn             the decoder's cross-attention, same children
+    block.<i>.ff                    the feed-forward sub-block (where one module holds it)
+    block.<i>.ff.w1 / .w3 / .w2     input projection (through the activation) / its gated partner / output
+    block.<i>.ff.layer_norm         the norm that belongs to the feed-forward sub-block
+    <stack>.layer_norm              the stack's final norm
+    lm_head                         the output head (`get_output_embeddings()`)
+
+Encoder-decoder families put `embeddings` under each stack (`encoder.embeddings`). The base model is found
+by class anywhere inside the model (task heads, user wrappers), and raw names are prefixed with its path.
+Names are matched with the usual suffix / "[r]regex" rules, so "attn.q" addresses every block's query.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
 from torch import nn
 
+from ._logging import logger
 from .errors import ModuleMatchError
-from .matching import named_backbone_modules, suffixes
+from .matching import find_modules, name_matches, named_backbone_modules, suffixes
+
+ALL_LINEAR = "all-linear"
+LEGACY_MARK = "@"  # OpenDelta 0.3 wrote common names as "attn@.q@"
+
+Raw = str | tuple[str, ...]  # a raw name relative to the base model / block, or alternatives (first that exists)
+
+
+@dataclass(frozen=True)
+class Family:
+    """The common-structure map of one model family.
+
+    classes: base-model class names (a model, or a submodule, whose class or a parent class has one of
+        these names is this family's base model).
+    top: common name -> raw name relative to the base model ("" is the base model itself).
+    stacks: common stack name -> (raw path of its ModuleList of blocks, common -> raw names inside a block).
+    fused: common names inside a block that a fused layer holds -> the common name of that layer.
+    defaults: per-delta-type defaults that replace `DEFAULT_MODULES` for this family: a list of common
+        names, or a dict of config values (with "modified_modules"; "common_structure": False for raw names).
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    top: Mapping[str, Raw]
+    stacks: Mapping[str, tuple[str, Mapping[str, Raw]]]
+    fused: Mapping[str, str] = field(default_factory=dict)
+    defaults: Mapping[str, list[str] | dict[str, Any]] = field(default_factory=dict)
+
+
+def _attn(kind: str, module: str, q: str, k: str, v: str, proj: str, norm: str) -> dict[str, Raw]:
+    """The entries of one attention sub-block; q/k/v/proj are relative to `module`, the rest to the block."""
+    return {kind: module, f"{kind}.q": f"{module}.{q}", f"{kind}.k": f"{module}.{k}",
+            f"{kind}.v": f"{module}.{v}", f"{kind}.proj": f"{module}.{proj}", f"{kind}.layer_norm": norm}
+
+
+# ----- the maps (names checked against transformers 5.x modeling code) -----------------------------------
+
+# parallel_adapter where no module holds the whole feed-forward block: read the input of the first
+# projection (BERT: of `intermediate`) and add the update to the output of the second
+_FC_PARALLEL = {"modified_modules": ["ff.w1"], "output_module": "fc2"}
+_BERT_PARALLEL = {"modified_modules": ["intermediate"], "common_structure": False, "output_module": "output.dense"}
+
+
+def _t5_block(ff: str, cross: bool) -> dict[str, Raw]:
+    out = _attn("attn", "layer.0.SelfAttention", "q", "k", "v", "o", "layer.0.layer_norm")
+    if cross:
+        out |= _attn("crossattn", "layer.1.EncDecAttention", "q", "k", "v", "o", "layer.1.layer_norm")
+    dense = f"{ff}.DenseReluDense"
+    out |= {"ff": dense, "ff.w1": (f"{dense}.wi", f"{dense}.wi_0"), "ff.w3": f"{dense}.wi_1",
+            "ff.w2": f"{dense}.wo", "ff.layer_norm": f"{ff}.layer_norm"}
+    return out
+
+
+T5 = Family(
+    "t5", ("T5Model", "T5ForConditionalGeneration", "T5EncoderModel",
+           "MT5Model", "MT5ForConditionalGeneration", "MT5EncoderModel"),
+    top={"encoder": "encoder", "encoder.embeddings": "encoder.embed_tokens",
+         "encoder.layer_norm": "encoder.final_layer_norm", "decoder": "decoder",
+         "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.final_layer_norm"},
+    stacks={"encoder": ("encoder.block", _t5_block("layer.1", cross=False)),
+            "decoder": ("decoder.block", _t5_block("layer.2", cross=True))},
+    defaults={"soft_prompt": ["encoder.embeddings"]},
+)
+
+
+def _bart_block(cross: bool) -> dict[str, Raw]:
+    out = _attn("attn", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "self_attn_layer_norm")
+    if cross:
+        out |= _attn("crossattn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj",
+                     "encoder_attn_layer_norm")
+    return out | {"ff.w1": "fc1", "ff.w2": "fc2", "ff.layer_norm": "final_layer_norm"}
+
+
+BART = Family(
+    "bart", ("BartModel", "MBartModel"),
+    top={"encoder": "encoder", "encoder.embeddings": "encoder.embed_tokens", "encoder.layer_norm": "encoder.layer_norm",
+         "decoder": "decoder", "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.layer_norm"},
+    stacks={"encoder": ("encoder.layers", _bart_block(cross=False)),
+            "decoder": ("decoder.layers", _bart_block(cross=True))},
+    defaults={"soft_prompt": ["encoder.embeddings"], "parallel_adapter": _FC_PARALLEL},
+)
+
+
+def _bert_block(q: str = "query", k: str = "key", v: str = "value") -> dict[str, Raw]:
+    out = _attn("attn", "attention", f"self.{q}", f"self.{k}", f"self.{v}", "output.dense",
+                "attention.output.LayerNorm")
+    return out | {"attn.core": "attention.self", "ff.w1": "intermediate.dense", "ff.w2": "output.dense",
+                  "ff.layer_norm": "output.LayerNorm"}
+
+
+BERT = Family(
+    "bert", ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"),
+    top={"embeddings": "embeddings", "encoder": "encoder"},
+    stacks={"encoder": ("encoder.layer", _bert_block())},
+    defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
+)
+
+DEBERTA_V2 = Family(
+    "deberta-v2", ("DebertaV2Model",),
+    top={"embeddings": "embeddings", "encoder": "encoder"},
+    stacks={"encoder": ("encoder.layer", _bert_block("query_proj", "key_proj", "value_proj"))},
+    defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
+)
+
+DISTILBERT = Family(
+    "distilbert", ("DistilBertModel",),
+    top={"embeddings": "embeddings", "encoder": "transformer"},
+    stacks={"encoder": ("transformer.layer", {
+        **_attn("attn", "attention", "q_lin", "k_lin", "v_lin", "out_lin", "sa_layer_norm"),
+        "ff": "ffn", "ff.w1": "ffn.lin1", "ff.w2": "ffn.lin2", "ff.layer_norm": "output_layer_norm"})},
+)
+
+GPT2 = Family(
+    "gpt2", ("GPT2Model",),
+    top={"embeddings": "wte", "decoder": "", "decoder.layer_norm": "ln_f"},
+    stacks={"decoder": ("h", {
+        "attn": "attn", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "attn.layer_norm": "ln_1",
+        "ff": "mlp", "ff.w1": "mlp.c_fc", "ff.w2": "mlp.c_proj", "ff.layer_norm": "ln_2"})},
+    fused={"attn.q": "attn.qkv", "attn.k": "attn.qkv", "attn.v": "attn.qkv"},
+    defaults={"lora": ["attn.qkv"], "ia3": {"modified_modules": ["attn.qkv", "ff.w2"], "feedforward_modules": ["ff.w2"]}},
+)
+
+OPT = Family(
+    "opt", ("OPTModel",),
+    top={"embeddings": "decoder.embed_tokens", "decoder": "decoder", "decoder.layer_norm": "decoder.final_layer_norm"},
+    stacks={"decoder": ("decoder.layers", _bart_block(cross=False))},
+    defaults={"parallel_adapter": _FC_PARALLEL},
+)
+
+
+def _llama_block() -> dict[str, Raw]:
+    out = _attn("attn", "self_attn", "q_proj", "k_proj", "v_proj", "o_proj", "input_layernorm")
+    return out | {"ff": "mlp", "ff.w1": "mlp.gate_proj", "ff.w3": "mlp.up_proj", "ff.w2": "mlp.down_proj",
+                  "ff.layer_norm": "post_attention_layernorm"}
+
+
+LLAMA = Family(
+    "llama", ("LlamaModel", "MistralModel", "Qwen2Model", "GemmaModel"),
+    top={"embeddings": "embed_tokens", "decoder": "", "decoder.layer_norm": "norm"},
+    stacks={"decoder": ("layers", _llama_block())},
+)
+
+VIT = Family(
+    "vit", ("ViTModel",),
+    top={"embeddings": "embeddings", "encoder": "", "encoder.layer_norm": "layernorm"},
+    stacks={"encoder": ("layers", {
+        **_attn("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "layernorm_before"),
+        "ff": "mlp", "ff.w1": "mlp.fc1", "ff.w2": "mlp.fc2", "ff.layer_norm": "layernorm_after"})},
+)
+
+FAMILIES: list[Family] = [T5, BART, BERT, DEBERTA_V2, DISTILBERT, GPT2, OPT, LLAMA, VIT]
+
+#: default targets per delta type, in the common vocabulary (entries a family lacks are skipped); a dict
+#: also sets other config values; list-valued ones are module addresses, written out as raw names
+DEFAULT_MODULES: dict[str, list[str] | dict[str, Any]] = {
+    "lora": ["attn.q", "attn.v"],
+    "ia3": {"modified_modules": ["attn.k", "attn.v", "ff.w2"], "feedforward_modules": ["ff.w2"]},
+    "adapter": ["attn.proj", "ff.w2"],
+    "low_rank_adapter": ["attn.proj", "ff.w2"],
+    "compacter": ["attn.proj", "ff.w2"],
+    "parallel_adapter": ["ff"],
+    "bitfit": ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.proj", "attn.layer_norm",
+               "crossattn.q", "crossattn.k", "crossattn.v", "crossattn.proj", "crossattn.layer_norm",
+               "ff.w1", "ff.w3", "ff.w2", "ff.layer_norm", "encoder.layer_norm", "decoder.layer_norm"],
+    "prefix": ["attn"],
+    "soft_prompt": ["embeddings"],
+}
+
+
+def register_family(family: Family) -> None:
+    """Add (or replace, by name) a family map; later-registered maps are tried first."""
+    FAMILIES[:] = [family] + [f for f in FAMILIES if f.name != family.name]
+
+
+# ----- finding the base model and naming its modules ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Backbone:
+    """A known family's base model found inside a model, at `path` ("" when it is the model itself)."""
+
+    family: Family
+    path: str
+    module: nn.Module
+
+    def raw(self, rel: str) -> str:
+        return f"{self.path}.{rel}" if self.path and rel else (self.path or rel)
+
+
+def _family_of(module: nn.Module) -> Family | None:
+    names = {c.__name__ for c in type(module).__mro__}
+    return next((f for f in FAMILIES if names.intersection(f.classes)), None)
+
+
+def find_backbone(model: nn.Module) -> Backbone | None:
+    """The shallowest submodule of `model` (or `model` itself) that is a known family's base model."""
+    found = [(name, m, fam) for name, m in [("", model), *named_backbone_modules(model)]
+             if (fam := _family_of(m)) is not None]
+    if not found:
+        return None
+    found.sort(key=lambda t: (t[0].count(".") + bool(t[0])))
+    name, module, fam = found[0]
+    others = [n for n, _, _ in found[1:] if not (name == "" or n.startswith(name + "."))]
+    if others:
+        logger.warning("Several known backbones in %s; common names refer to %r, not %s",
+                       type(model).__name__, name or "<root>", others)
+    return Backbone(fam, name, module)
+
+
+def _existing(modules: Mapping[str, nn.Module], backbone: Backbone, base: str, raw: Raw) -> str | None:
+    for alt in (raw,) if isinstance(raw, str) else raw:
+        full = backbone.raw(f"{base}.{alt}" if base and alt else base or alt)
+        if full in modules:
+            return full
+    return None
+
+
+def _block_indices(modules: Mapping[str, nn.Module], list_path: str) -> list[str]:
+    blocks = modules.get(list_path)
+    return [] if blocks is None else [n for n, _ in blocks.named_children() if n.isdigit()]
+
+
+def _structure(model: nn.Module) -> tuple[dict[str, str], dict[str, str]]:
+    """(raw name -> common name, fused common name -> common name of the layer that holds it)."""
+    backbone = find_backbone(model)
+    if backbone is None:
+        return {}, {}
+    fam = backbone.family
+    modules = dict(named_backbone_modules(model))
+    names: dict[str, str] = {}
+    fused: dict[str, str] = {}
+
+    def put(raw: str | None, common: str) -> None:
+        if raw is not None and raw not in names:
+            names[raw] = common
+
+    for common, raw in fam.top.items():
+        put(_existing(modules, backbone, "", raw), common)
+    for stack, (list_path, block) in fam.stacks.items():
+        for i in _block_indices(modules, backbone.raw(list_path)):
+            prefix = f"{stack}.block.{i}"
+            put(_existing(modules, backbone, f"{list_path}.{i}", ""), prefix)
+            for common, raw in block.items():
+                put(_existing(modules, backbone, f"{list_path}.{i}", raw), f"{prefix}.{common}")
+            for part, holder in fam.fused.items():
+                fused[f"{prefix}.{part}"] = f"{prefix}.{holder}"
+    head = _output_head(model, backbone)
+    if head is not None:
+        put(head, "lm_head")
+    return {n: names[n] for n in modules if n in names}, fused
+
+
+def _output_head(model: nn.Module, backbone: Backbone) -> str | None:
+    """Raw name of the output embeddings of the nearest model around (or at) the backbone that has them."""
+    path = backbone.path.split(".") if backbone.path else []
+    for depth in range(len(path), -1, -1):
+        owner_path = ".".join(path[:depth])
+        owner = model.get_submodule(owner_path)
+        getter = getattr(owner, "get_output_embeddings", None)
+        head = getter() if callable(getter) else None
+        if isinstance(head, nn.Module):
+            found = [n for n, m in named_backbone_modules(owner) if m is head]
+            if found:
+                return f"{owner_path}.{found[0]}" if owner_path else found[0]
+    return None
+
+
+def common_names(model: nn.Module) -> dict[str, str]:
+    """Raw module name -> common-structure name, for every mapped module of `model` ({} if no known family)."""
+    return _structure(model)[0]
+
+
+# ----- defaults and resolution ---------------------------------------------------------------------------
+
+def _available(names: Iterable[str], entry: str) -> bool:
+    return any(name_matches(n, entry) for n in names)
+
+
+def default_settings(model: nn.Module, delta_type: str) -> dict[str, Any]:
+    """The config values a delta of `delta_type` gets on `model` when the config names no modules.
+
+    Always holds "modified_modules" and "common_structure" (True: the entries are common names); some
+    family / type pairs add settings of the delta type (e.g. parallel_adapter's `output_module`).
+    """
+    backbone = find_backbone(model)
+    if backbone is None:
+        names = [n for n, _ in named_backbone_modules(model)]
+        examples = [s for s in suffixes(names, depth=2) if not s.split(".")[-1].isdigit()][:12]
+        known = ", ".join(sorted({c for f in FAMILIES for c in f.classes}))
+        raise ModuleMatchError(
+            f"No default modules are known for {type(model).__name__} (it contains none of the known base "
+            f"models: {known}). Set `modified_modules` to module names, e.g. some of: {', '.join(examples)}; "
+            f"or '[r]<regex>'; or {ALL_LINEAR!r} (every nn.Linear / Conv1D except the output head).")
+    entry = backbone.family.defaults.get(delta_type, DEFAULT_MODULES.get(delta_type))
+    settings = dict(entry) if isinstance(entry, dict) else {"modified_modules": entry}
+    settings.setdefault("common_structure", True)
+    table = settings["modified_modules"]
+    common = list(common_names(model).values())
+    names = common if settings["common_structure"] else [n for n, _ in named_backbone_modules(model)]
+    settings["modified_modules"] = [e for e in table or [] if _available(names, e)]
+    for key, value in settings.items():
+        if key != "modified_modules" and isinstance(value, list) and settings["common_structure"]:
+            settings[key] = [n for n, _ in find_targets(model, value, common_structure=True)]
+    if not settings["modified_modules"]:
+        why = "has no default modules" if table is None else f"defaults {table} match nothing on this model"
+        raise ModuleMatchError(
+            f"delta_type {delta_type!r} {why} for the {backbone.family.name} family; set `modified_modules`, "
+            f"e.g. to common names such as {', '.join(suffixes(common, depth=2)[:12])}, raw module names, "
+            f"or {ALL_LINEAR!r}.")
+    logger.info("%s: defaults for the %s family: %s", delta_type, backbone.family.name, settings)
+    return settings
 
 
 def default_modified_modules(model: nn.Module, delta_type: str) -> list[str]:
-    """The modules a delta of `delta_type` modifies on `model` when the config names none."""
-    names = [n for n, _ in named_backbone_modules(model)]
-    examples = [s for s in suffixes(names, depth=2) if not s.split(".")[-1].isdigit()][:15]
+    """The module names a delta of `delta_type` modifies on `model` when the config names none."""
+    return default_settings(model, delta_type)["modified_modules"]
+
+
+def _strip_legacy(entry: str) -> str:
+    return entry.replace(LEGACY_MARK, "")
+
+
+def _interpret(model_names: list[str], common: Mapping[str, str], fused: Mapping[str, str], entry: str,
+               common_structure: bool | None) -> bool:
+    """Whether `entry` is read as a common-structure name (True) or a raw module name (False)."""
+    if LEGACY_MARK in entry:
+        return True
+    if common_structure is not None:
+        return common_structure
+    if not common or _available(model_names, entry):
+        return False
+    if _available(common.values(), entry) or _available(fused, entry):
+        logger.info("modified_modules entry %r matches no raw module name; read as a common-structure name", entry)
+        return True
+    return False
+
+
+def _check_fused(entry: str, common: Mapping[str, str], fused: Mapping[str, str]) -> None:
+    parts = [f for f in fused if name_matches(f, entry)]
+    holders = sorted({fused[p] for p in parts})
+    if not parts or any(name_matches(h, entry) for h in holders):
+        return
+    local = sorted({p.split(".block.", 1)[-1].split(".", 1)[-1] for p in parts})
+    holder_local = sorted({h.split(".block.", 1)[-1].split(".", 1)[-1] for h in holders})
+    raw = sorted({r.rsplit(".", 1)[-1] for r, c in common.items() if c in holders})
     raise ModuleMatchError(
-        f"No default modules are known for {delta_type!r} on {type(model).__name__}; set `modified_modules`, "
-        f"e.g. to some of: {', '.join(examples)}.")
+        f"{entry!r} names {', '.join(local)}, which this model computes inside one fused layer "
+        f"({', '.join(holder_local)} = raw {', '.join(raw)}); a delta cannot modify a slice of it. Use "
+        f"{', '.join(repr(h) for h in holder_local)} (or the raw name {', '.join(repr(r) for r in raw)}) "
+        f"to modify the whole projection.")
+
+
+def all_linear(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every nn.Linear / GPT-2 Conv1D of `model` except the output head.
+
+    The head is the output embeddings of a known backbone's model (or everything outside a known backbone),
+    else `model.get_output_embeddings()`, else the last linear layer registered in `model`.
+    """
+    linear = [(n, m) for n, m in named_backbone_modules(model) if _is_linear(m)]
+    backbone = find_backbone(model)
+    if backbone is not None and backbone.path:
+        inside = [(n, m) for n, m in linear if n.startswith(backbone.path + ".")]
+        head = _output_head(model, backbone)
+        return [(n, m) for n, m in inside if n != head]
+    if backbone is not None:
+        head = _output_head(model, backbone)
+    else:
+        getter = getattr(model, "get_output_embeddings", None)
+        out = getter() if callable(getter) else None
+        head = next((n for n, m in linear if m is out), None) if isinstance(out, nn.Module) else None
+        if head is None and linear:
+            head = linear[-1][0]
+    if head is not None:
+        logger.info("%r: leaving out the output head %r", ALL_LINEAR, head)
+    return [(n, m) for n, m in linear if n != head]
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def find_targets(model: nn.Module, patterns: list[str], exclude: list[str] | None = None,
+                 common_structure: bool | None = None) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs addressed by `patterns` minus `exclude`, in model order.
+
+    Each entry is a raw name, a common-structure name (`common_structure=True`, an OpenDelta 0.3 "attn@.q@"
+    spelling, or -- when `common_structure` is None -- an entry that matches no raw module but a common
+    name), a "[r]regex" over either kind of name, or "all-linear".
+    """
+    common, fused = _structure(model)
+    model_names = [n for n, _ in named_backbone_modules(model)]
+    selected: list[str] = []
+    common_entries: set[str] = set()
+    extra: list[tuple[str, nn.Module]] = []
+    for entry in patterns:
+        if entry == ALL_LINEAR:
+            extra = all_linear(model)
+            if not extra:
+                raise ModuleMatchError(f"{ALL_LINEAR!r}: {type(model).__name__} has no nn.Linear / Conv1D layer.")
+            continue
+        is_common = _interpret(model_names, common, fused, entry, common_structure)
+        entry = _strip_legacy(entry)
+        if is_common:
+            if not common:
+                raise ModuleMatchError(
+                    f"{entry!r} is read as a common-structure name, but {type(model).__name__} has no known "
+                    f"common structure; use raw module names (see Visualization(model).structure_graph()).")
+            _check_fused(entry, common, fused)
+            common_entries.add(entry)
+        selected.append(entry)
+    excl = [_strip_legacy(e) for e in exclude or []]
+    found = find_modules(model, selected, None, aliases=common, common=common_entries) if selected else []
+    chosen = {n for n, _ in found} | {n for n, _ in extra}
+    kept = [(n, m) for n, m in named_backbone_modules(model)
+            if n in chosen and not any(name_matches(n, e) or name_matches(common.get(n, "\0"), e) for e in excl)]
+    if not kept:
+        raise ModuleMatchError(f"Every module matched by `modified_modules`={patterns} is removed by "
+                               f"exclude_modules={exclude}; nothing would be modified.")
+    return kept
