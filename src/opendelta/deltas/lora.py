@@ -63,7 +63,8 @@ class LoraLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dropout is not None:
             x = self.dropout(x)
-        return F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scaling
+        # scaling the rank-r intermediate is far cheaper than scaling the full-width output
+        return F.linear(F.linear(x, self.lora_A) * self.scaling, self.lora_B)
 
     def delta_weight(self) -> torch.Tensor:
         """The update in Linear layout (out_features, in_features)."""
