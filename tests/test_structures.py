@@ -12,7 +12,8 @@ from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, Visualization, registered_delta_types
 from opendelta.errors import ModuleMatchError, UnsupportedModuleError
-from opendelta.structures import ALL_LINEAR, DEFAULT_MODULES, FAMILIES as MAPS, common_names, find_targets
+from opendelta.structures import (ALL_LINEAR, DEFAULT_MODULES, FAMILIES as MAPS, common_names, default_settings,
+                                 find_targets)
 
 # Where one block's modules live (raw names, written from each tiny model's named_modules()).
 BLOCK = {
@@ -30,9 +31,10 @@ ATTN = {"t5": "SelfAttention", "bart": "self_attn", "opt": "self_attn", "llama":
 ATTN |= {"t5-v1_1": "SelfAttention", "mt5": "SelfAttention", "mbart": "self_attn", "xlm-roberta": "attention.self",
          "mistral": "self_attn", "qwen2": "self_attn", "gemma": "self_attn"}
 EMBED = {"t5": "encoder.embed_tokens", "bart": "model.encoder.embed_tokens", "opt": "model.decoder.embed_tokens",
-         "bert": "bert.embeddings", "electra": "electra.embeddings", "roberta": "roberta.embeddings",
-         "deberta-v2": "deberta.embeddings", "distilbert": "distilbert.embeddings", "gpt2": "transformer.wte",
-         "llama": "model.embed_tokens", "vit": "vit.embeddings"}
+         "bert": "bert.embeddings.word_embeddings", "electra": "electra.embeddings.word_embeddings",
+         "roberta": "roberta.embeddings.word_embeddings", "deberta-v2": "deberta.embeddings.word_embeddings",
+         "distilbert": "distilbert.embeddings.word_embeddings", "gpt2": "transformer.wte",
+         "llama": "model.embed_tokens", "vit": "vit.embeddings.patch_embeddings"}
 EMBED |= {"t5-v1_1": EMBED["t5"], "mt5": EMBED["t5"], "mbart": EMBED["bart"], "xlm-roberta": EMBED["roberta"],
           "mistral": EMBED["llama"], "qwen2": EMBED["llama"], "gemma": EMBED["llama"]}
 
@@ -50,9 +52,10 @@ FINAL_NORM |= {"t5-v1_1": FINAL_NORM["t5"], "mt5": FINAL_NORM["t5"], "mistral": 
 PARALLEL_INPUT = {f: "intermediate" for f in ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2")}
 PARALLEL_INPUT |= {f: "fc1" for f in ("bart", "mbart", "opt")}
 # settings that fit hidden size 32 (the modules stay the defaults)
-TINY = {"compacter": {"reduction_factor": 4}, "prefix": {"embed_dim": 16, "mid_dim": 16}}
+TINY = {"compacter": {"reduction_factor": 4}, "prefix": {"embed_dim": 16, "mid_dim": 16},
+        "soft_prompt": {"soft_token_num": 4}}
 # (delta type, family) pairs whose modules cannot take the delta: a clear UnsupportedModuleError is expected
-UNSUPPORTED = {("prefix", "distilbert"), ("prefix", "deberta-v2"), ("prefix", "vit")}
+UNSUPPORTED = {("prefix", "distilbert"), ("prefix", "deberta-v2"), ("prefix", "vit"), ("soft_prompt", "vit")}
 
 
 def block_modules(model: nn.Module, family: str, suffix: str) -> list[str]:
@@ -194,7 +197,7 @@ def test_common_tree_names():
     assert names["decoder.block.0.layer.2.layer_norm"] == "decoder.block.0.ff.layer_norm"
     assert names["encoder.final_layer_norm"] == "encoder.layer_norm" and names["lm_head"] == "lm_head"
     names = common_names(build("roberta"))
-    assert names["lm_head.decoder"] == "lm_head" and names["roberta.embeddings"] == "embeddings"
+    assert names["lm_head.decoder"] == "lm_head" and names["roberta.embeddings.word_embeddings"] == "embeddings"
     assert "lm_head" not in common_names(build("bert")).values()  # a classifier is not an LM head
 
 
@@ -365,3 +368,33 @@ def test_structure_graph_shows_common_next_to_raw():
     assert re.search(r"0-1 \(BertLayer\)", text)
     plain = Visualization(build("bert")).to_text(legend=False, footer=False)
     assert "[attn.q]" not in plain
+
+
+def test_type_without_defaults_is_a_clear_error():
+    with pytest.raises(ModuleMatchError, match=r"'made_up' has no default modules for the bert family.*all-linear"):
+        default_settings(build("bert"), "made_up")
+
+
+@pytest.mark.parametrize("family,delta_type", [("t5", "lora"), ("gpt2", "ia3"), ("bert", "parallel_adapter")])
+def test_defaults_save_and_load_on_a_fresh_backbone(family, delta_type, tmp_path):
+    model = build(family)
+    delta = AutoDeltaModel.from_config({"delta_type": delta_type}, backbone_model=model)
+    _perturb(delta)
+    x = inputs_for(family)
+    with torch.no_grad():
+        out = run(model, family, x)
+    delta.save_finetuned(tmp_path / "ckpt")
+    fresh = build(family)
+    loaded = AutoDeltaModel.from_finetuned(tmp_path / "ckpt", backbone_model=fresh)
+    assert loaded.modified_module_names == delta.modified_module_names
+    assert loaded.config.to_dict() == delta.config.to_dict()
+    with torch.no_grad():
+        assert torch.equal(run(fresh, family, x), out)
+
+
+def test_settings_the_user_gave_are_kept_with_default_modules():
+    d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter", "output_module": "output"},
+                                   backbone_model=build("bert"))
+    assert d.config.output_module == "output" and d.config.modified_modules == ["intermediate"]
+    d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter"}, backbone_model=build("bart"))
+    assert d.config.output_module == "fc2" and d.config.modified_modules == ["ff.w1"]

@@ -165,10 +165,10 @@ class DeltaBase:
         from .structures import default_settings, find_targets
 
         if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
-            defaults = default_settings(self.backbone_model, self.delta_type)
-            fresh = type(self.config)()
-            self.config = self.config.replace(**{k: v for k, v in defaults.items() if k in ("modified_modules", "common_structure")
-                                                 or getattr(self.config, k) == getattr(fresh, k)})
+            defaults, fresh = default_settings(self.backbone_model, self.delta_type), type(self.config)()
+            keep = {k for k in defaults if k not in ("modified_modules", "common_structure")
+                    and getattr(self.config, k) != getattr(fresh, k)}
+            self.config = self.config.replace(**{k: v for k, v in defaults.items() if k not in keep})
         return find_targets(self.backbone_model, self.config.modified_modules, self.config.exclude_modules,
                             self.config.common_structure)
 

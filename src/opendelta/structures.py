@@ -2,7 +2,7 @@
 
 A family's map says, relative to its base model (e.g. `BertModel`), which raw module plays each role:
 
-    embeddings                      input embeddings
+    embeddings                      the token embedding layer (`get_input_embeddings()`; ViT: patches)
     encoder / decoder               a stack of blocks;  <stack>.block.<i> is one block
     block.<i>.attn                  the self-attention sub-block; .q .k .v .proj (output) .layer_norm
                                     (.qkv where one layer holds q, k and v; .core where the module that
@@ -120,21 +120,21 @@ def _bert_block(q: str = "query", k: str = "key", v: str = "value") -> dict[str,
 
 BERT = Family(
     "bert", ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"),
-    top={"embeddings": "embeddings", "encoder": "encoder"},
+    top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block())},
     defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
 )
 
 DEBERTA_V2 = Family(
     "deberta-v2", ("DebertaV2Model",),
-    top={"embeddings": "embeddings", "encoder": "encoder"},
+    top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block("query_proj", "key_proj", "value_proj"))},
     defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
 )
 
 DISTILBERT = Family(
     "distilbert", ("DistilBertModel",),
-    top={"embeddings": "embeddings", "encoder": "transformer"},
+    top={"embeddings": "embeddings.word_embeddings", "encoder": "transformer"},
     stacks={"encoder": ("transformer.layer", {
         **_attn("attn", "attention", "q_lin", "k_lin", "v_lin", "out_lin", "sa_layer_norm"),
         "ff": "ffn", "ff.w1": "ffn.lin1", "ff.w2": "ffn.lin2", "ff.layer_norm": "output_layer_norm"})},
@@ -172,7 +172,7 @@ LLAMA = Family(
 
 VIT = Family(
     "vit", ("ViTModel",),
-    top={"embeddings": "embeddings", "encoder": "", "encoder.layer_norm": "layernorm"},
+    top={"embeddings": "embeddings.patch_embeddings", "encoder": "", "encoder.layer_norm": "layernorm"},
     stacks={"encoder": ("layers", {
         **_attn("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "layernorm_before"),
         "ff": "mlp", "ff.w1": "mlp.fc1", "ff.w2": "mlp.fc2", "ff.layer_norm": "layernorm_after"})},
@@ -387,21 +387,22 @@ def all_linear(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     linear = [(n, m) for n, m in named_backbone_modules(model) if _is_linear(m)]
     backbone = find_backbone(model)
-    if backbone is not None and backbone.path:
-        inside = [(n, m) for n, m in linear if n.startswith(backbone.path + ".")]
-        head = _output_head(model, backbone)
-        return [(n, m) for n, m in inside if n != head]
     if backbone is not None:
+        if backbone.path:  # a task head or wrapper around the backbone is not adapted
+            linear = [(n, m) for n, m in linear if n.startswith(backbone.path + ".")]
         head = _output_head(model, backbone)
     else:
         getter = getattr(model, "get_output_embeddings", None)
         out = getter() if callable(getter) else None
-        head = next((n for n, m in linear if m is out), None) if isinstance(out, nn.Module) else None
-        if head is None and linear:
-            head = linear[-1][0]
+        head = next((n for n, m in linear if m is out), linear[-1][0] if linear else None)
     if head is not None:
         logger.info("%r: leaving out the output head %r", ALL_LINEAR, head)
     return [(n, m) for n, m in linear if n != head]
+
+
+def _excluded(name: str, common: str | None, exclude: list[str]) -> bool:
+    """Exclude entries match the raw name or the common name (whichever the user wrote)."""
+    return any(name_matches(name, e) or (common is not None and name_matches(common, e)) for e in exclude)
 
 
 def _is_linear(module: nn.Module) -> bool:
@@ -437,11 +438,10 @@ def find_targets(model: nn.Module, patterns: list[str], exclude: list[str] | Non
             _check_fused(entry, common, fused)
             common_entries.add(entry)
         selected.append(entry)
-    excl = [_strip_legacy(e) for e in exclude or []]
     found = find_modules(model, selected, None, aliases=common, common=common_entries) if selected else []
     chosen = {n for n, _ in found} | {n for n, _ in extra}
-    kept = [(n, m) for n, m in named_backbone_modules(model)
-            if n in chosen and not any(name_matches(n, e) or name_matches(common.get(n, "\0"), e) for e in excl)]
+    excl = [_strip_legacy(e) for e in exclude or []]
+    kept = [(n, m) for n, m in named_backbone_modules(model) if n in chosen and not _excluded(n, common.get(n), excl)]
     if not kept:
         raise ModuleMatchError(f"Every module matched by `modified_modules`={patterns} is removed by "
                                f"exclude_modules={exclude}; nothing would be modified.")
