@@ -147,3 +147,46 @@ def test_peft_bin_weights_are_read_without_pickles(tmp_path):
     AutoDeltaModel.from_finetuned(tmp_path, backbone_model=model)
     with torch.no_grad():
         torch.testing.assert_close(run(model, "bert", inputs_for("bert")), ref, atol=1e-5, rtol=0)
+
+
+IA3_CASES = {
+    "t5": dict(target_modules=["k", "v", "wo"], feedforward_modules=["wo"]),
+    "bert": dict(target_modules=r".*(key|value|output\.dense)", feedforward_modules=r".*layer\.\d+\.output\.dense",
+                 modules_to_save=["classifier"]),
+}
+
+
+@pytest.mark.parametrize("family", list(IA3_CASES))
+def test_ia3_round_trip_peft_opendelta_peft(family, tmp_path):
+    peft_model = peft.get_peft_model(build(family), peft.IA3Config(**IA3_CASES[family]))
+    _randomize(peft_model)
+    peft_model.eval()
+    x = inputs_for(family)
+    with torch.no_grad():
+        ref = run(peft_model, family, x)
+        assert not torch.allclose(run(build(family), family, x), ref, atol=1e-3)
+    peft_model.save_pretrained(tmp_path / "peft")
+
+    model = build(family)
+    delta = AutoDeltaModel.from_finetuned(tmp_path / "peft", backbone_model=model)
+    assert delta.delta_type == "ia3"
+    on_input = [s.name for s in delta.sites if s.layers["ia3"].on_input]
+    assert on_input and all(n.endswith(("wo", "output.dense")) and "attention" not in n for n in on_input)
+    with torch.no_grad():
+        torch.testing.assert_close(run(model, family, x), ref, atol=1e-5, rtol=0)
+
+    delta.save_finetuned(tmp_path / "back", format="peft")
+    back = peft.PeftModel.from_pretrained(build(family), tmp_path / "back")
+    back.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(run(back, family, x), ref, atol=1e-5, rtol=0)
+
+
+def test_only_lora_and_ia3_export_to_peft(tmp_path):
+    from opendelta import AutoDeltaConfig
+
+    model = build("bert")
+    delta = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict({"delta_type": "bitfit", "modified_modules": ["query"]}), backbone_model=model)
+    with pytest.raises(CheckpointError, match="'lora' and 'ia3'"):
+        delta.save_finetuned(tmp_path / "p", format="peft")
+    assert not (tmp_path / "p").exists()

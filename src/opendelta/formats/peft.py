@@ -139,8 +139,10 @@ def load_weights(folder: Path, config: dict[str, Any]) -> dict[str, torch.Tensor
         raw = ckpt.load_legacy_bin(bin_)
     else:
         raise CheckpointError(f"No adapter weights in {str(folder)!r}: expected {' or '.join(WEIGHTS_NAMES)}.")
-    rename = _lora_key if config["delta_type"] == "lora" else _ia3_key
-    return {rename(k): v for k, v in raw.items()}
+    if config["delta_type"] == "lora":
+        return {_lora_key(k): v for k, v in raw.items()}
+    # IA3 vectors are (out, 1) or (1, in) in PEFT, flat here
+    return {_ia3_key(k): v.reshape(-1) if k.endswith(("ia3_l", "ia3_l.default")) else v for k, v in raw.items()}
 
 
 def _strip(key: str) -> str:
@@ -164,32 +166,52 @@ def _ia3_key(key: str) -> str:
     name = _strip(key)
     m = re.fullmatch(r"(.+)\.ia3_l(?:\.default)?", name)
     if m:
-        return f"{m.group(1)}.ia3.ia3_l"
+        return f"{m.group(1)}.ia3.scale"
     return _SAVED_MODULE.sub(".", name)
 
 
 # ----- writing ---------------------------------------------------------------------------------
 def export(delta: "DeltaBase", cfg: "DeltaConfig") -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """PEFT's adapter_config.json dict and tensors for `delta` (a LoRA delta) saved with config `cfg`."""
-    if delta.delta_type != "lora":
-        raise CheckpointError(f"format='peft' can write 'lora' deltas, not {delta.delta_type!r}; save it in "
-                              f"OpenDelta's format instead.")
-    state: dict[str, torch.Tensor] = {}
-    for key, value in delta.delta_state_dict().items():
-        m = re.fullmatch(r"(.+)\.lora\.lora_([AB])", key)
-        state[PREFIX + (f"{m.group(1)}.lora_{m.group(2)}.weight" if m else key)] = value
+    """PEFT's adapter_config.json dict and tensors for `delta` (LoRA or IA3) saved with config `cfg`."""
+    if delta.delta_type not in ("lora", "ia3"):
+        raise CheckpointError(f"format='peft' can write 'lora' and 'ia3' deltas, not {delta.delta_type!r}; save "
+                              f"it in OpenDelta's format instead.")
+    state = {PREFIX + k: v for k, v in delta.delta_state_dict().items()}  # unfrozen modules keep their names
     config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": cfg.backbone_checkpoint_name,
-        "r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-        "use_rslora": cfg.lora_scaling == "rslora", "target_modules": _peft_targets(delta),
-        "exclude_modules": None, "modules_to_save": _modules_to_save(delta), "bias": "none",
+        "task_type": None, "base_model_name_or_path": cfg.backbone_checkpoint_name,
+        "target_modules": _peft_targets(delta), "exclude_modules": None,
+        "modules_to_save": _modules_to_save(delta), "inference_mode": True,
         "fan_in_fan_out": any(type(s.module).__name__ == "Conv1D" for s in delta.sites),
-        "init_lora_weights": True, "inference_mode": True, "use_dora": False,
-        "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None, "layers_pattern": None,
         "auto_mapping": {"base_model_class": type(delta.backbone_model).__name__,
                          "parent_library": type(delta.backbone_model).__module__},
     }
+    for site in delta.sites:
+        if delta.delta_type == "lora":
+            for ab in "AB":
+                state[f"{PREFIX}{site.name}.lora_{ab}.weight"] = state.pop(f"{PREFIX}{site.name}.lora.lora_{ab}")
+        else:
+            on_input = site.layers["ia3"].on_input  # PEFT: (1, in) scales the input, (out, 1) the output
+            scale = state.pop(f"{PREFIX}{site.name}.ia3.scale")
+            state[f"{PREFIX}{site.name}.ia3_l"] = scale[None, :] if on_input else scale[:, None]
+    if delta.delta_type == "lora":
+        config.update({"peft_type": "LORA", "r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+                       "lora_dropout": cfg.lora_dropout, "use_rslora": cfg.lora_scaling == "rslora",
+                       "bias": "none", "init_lora_weights": True, "use_dora": False, "rank_pattern": {},
+                       "alpha_pattern": {}, "layers_to_transform": None, "layers_pattern": None})
+    else:
+        config.update({"peft_type": "IA3", "init_ia3_weights": True, **_ia3_targets(delta, config["target_modules"])})
     return config, state
+
+
+def _ia3_targets(delta: "DeltaBase", targets: list[str] | str) -> dict[str, Any]:
+    """target_modules / feedforward_modules for PEFT, which wants the second a subset of the first (lists)."""
+    ff_sites = [s.name for s in delta.sites if s.layers["ia3"].on_input]
+    ours = list(delta.config.feedforward_modules or [])
+    names = [s.name for s in delta.sites]
+    if not isinstance(targets, list) or (set(ours) <= set(targets)
+                                         and [n for n in names if any(name_matches(n, e) for e in ours)] == ff_sites):
+        return {"target_modules": targets, "feedforward_modules": ours if isinstance(targets, list) else ff_sites}
+    return {"target_modules": names, "feedforward_modules": ff_sites}
 
 
 def _peft_targets(delta: "DeltaBase") -> list[str] | str:
