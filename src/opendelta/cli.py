@@ -143,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command].run(args) or EXIT_OK
+    except BrokenPipeError:  # the reader went away (`opendelta inspect CKPT | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
     except Exception as exc:
         if args.debug:
             raise
@@ -166,6 +169,19 @@ def _existing(path: str, what: str) -> Path:
     return p
 
 
+def _checkpoint(text: str) -> str:
+    """A delta checkpoint argument: an existing folder, or a Hub repo id (`Org/name`)."""
+    from .hub import validate_repo_id
+
+    if Path(text).expanduser().exists():
+        return str(Path(text).expanduser())
+    try:
+        validate_repo_id(text)
+    except Exception:
+        raise UsageError(f"CKPT {text!r} does not exist (and is not a Hub repo id `Org/name`).") from None
+    return text
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -183,6 +199,9 @@ def _model_config(model_dir: Path) -> Any:
     if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
         raise CliError(f"{str(model_dir)!r} is not a transformers model folder (no config.json); "
                        f"save one with `model.save_pretrained(folder)`.")
+    if "delta_type" in _read_json(model_dir / "config.json", "The config"):
+        raise CliError(f"{str(model_dir)!r} is a delta checkpoint, not a model folder; pass the backbone's "
+                       f"folder and the checkpoint as `--delta {model_dir}` (show) or CKPT (merge).")
     try:
         return transformers.AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError, KeyError) as exc:
@@ -215,11 +234,11 @@ def _meta_model(config: Any) -> Any:
 
 
 def _delta_config(path: Path) -> Any:
-    """A delta config from a JSON file or from a checkpoint folder's config.json."""
+    """A delta config from a JSON file or from a checkpoint folder (ours, OpenDelta 0.3 or PEFT)."""
     from .auto import AutoDeltaConfig
-    from .checkpoint import read_config_dict
+    from .formats import open_checkpoint
 
-    data = read_config_dict(path) if path.is_dir() else _read_json(path, "Delta config")
+    data = open_checkpoint(path, config_only=True).config if path.is_dir() else _read_json(path, "Delta config")
     return AutoDeltaConfig.from_dict(data)
 
 
@@ -229,27 +248,30 @@ _CONFIG_FAMILIES = ("bert", "gpt2", "llama", "t5")
 
 def _family_config(family: str, size: str) -> Any:
     """A transformers config: `tiny` (hidden 32, 2 layers) or `base` (bert-base, t5-base, gpt2, 1B Llama)."""
-    import transformers
+    import transformers as T
 
-    tiny = size == "tiny"
-    if family == "bert":
-        return (transformers.BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                        intermediate_size=64, architectures=["BertForSequenceClassification"])
-                if tiny else transformers.BertConfig(architectures=["BertForSequenceClassification"]))
-    if family == "gpt2":
-        return (transformers.GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                        architectures=["GPT2LMHeadModel"])
-                if tiny else transformers.GPT2Config(architectures=["GPT2LMHeadModel"]))
-    if family == "llama":
-        return (transformers.LlamaConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         num_key_value_heads=2, intermediate_size=64, architectures=["LlamaForCausalLM"])
-                if tiny else llama_1b_config())
-    if family == "t5":
-        return (transformers.T5Config(vocab_size=1000, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-                                      architectures=["T5ForConditionalGeneration"])
-                if tiny else transformers.T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
-                                                   architectures=["T5ForConditionalGeneration"]))
-    raise UsageError(f"Unknown --config {family!r}; choose one of {', '.join(_CONFIG_FAMILIES)}.")
+    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+            "vocab_size": 1000}
+    configs = {
+        ("bert", "tiny"): lambda: T.BertConfig(**tiny),
+        ("bert", "base"): lambda: T.BertConfig(),
+        ("gpt2", "tiny"): lambda: T.GPT2Config(vocab_size=1000, n_embd=32, n_layer=2, n_head=4, n_positions=64),
+        ("gpt2", "base"): lambda: T.GPT2Config(),
+        ("llama", "tiny"): lambda: T.LlamaConfig(**tiny, num_key_value_heads=2),
+        ("llama", "base"): llama_1b_config,
+        ("t5", "tiny"): lambda: T.T5Config(vocab_size=1000, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4),
+        ("t5", "base"): lambda: T.T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
+    }
+    if (family, size) not in configs:
+        raise UsageError(f"Unknown --config {family!r} / --size {size!r}; families: {', '.join(_CONFIG_FAMILIES)}, "
+                         f"sizes: tiny, base.")
+    config = configs[family, size]()
+    config.architectures = [_FAMILY_CLASSES[family]]
+    return config
+
+
+_FAMILY_CLASSES = {"bert": "BertForSequenceClassification", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
+                   "t5": "T5ForConditionalGeneration"}
 
 
 def llama_1b_config() -> Any:
@@ -258,7 +280,7 @@ def llama_1b_config() -> Any:
 
     return transformers.LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                                     num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                                    tie_word_embeddings=True, architectures=["LlamaForCausalLM"])
+                                    tie_word_embeddings=True, dtype="bfloat16", architectures=["LlamaForCausalLM"])
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
@@ -323,14 +345,15 @@ register_command(
 
 # ----- opendelta inspect ---------------------------------------------------------------------------
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT", help="a delta checkpoint folder (written by save_finetuned)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a delta checkpoint: a folder (opendelta, OpenDelta 0.3 or PEFT) or a Hub repo id")
     p.add_argument("--json", action="store_true", help="print everything as one JSON object")
 
 
 def _inspect(args: argparse.Namespace) -> int:
     from .stats import human_bytes, inspect_checkpoint
 
-    info = inspect_checkpoint(_existing(args.checkpoint, "CKPT"))
+    info = inspect_checkpoint(_checkpoint(args.checkpoint))
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return EXIT_OK
@@ -340,7 +363,8 @@ def _inspect(args: argparse.Namespace) -> int:
     hash_line = cfg.get("backbone_hash") or "none stored (cannot be verified)"
     if cfg.get("backbone_hash"):
         hash_line += f" ({cfg.get('hash_algorithm') or 'OpenDelta 0.3 md5'})"
-    rows = [("checkpoint", info.path),
+    rows = [("checkpoint", info.source),
+            ("format", info.format),
             ("delta type", str(info.delta_type)),
             ("saved with", versions or "unknown versions"),
             ("backbone", f"{cfg.get('backbone_class') or 'unknown class'}"
@@ -374,7 +398,8 @@ register_command(
 
 # ----- opendelta merge -----------------------------------------------------------------------------
 def _merge_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT", help="a delta checkpoint folder of a mergeable delta (lora, ...)")
+    p.add_argument("checkpoint", metavar="CKPT",
+                   help="a checkpoint (folder or Hub repo id) of a mergeable delta (lora, ...)")
     p.add_argument("--backbone", required=True, metavar="MODEL_DIR",
                    help="the transformers model folder the delta was trained on")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the merged model to")
@@ -385,16 +410,16 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
 
 def _merge(args: argparse.Namespace) -> int:
     from .auto import AutoDeltaModel, get_delta_class, registered_delta_types
-    from .checkpoint import read_config_dict
+    from .formats import open_checkpoint
     from .matching import is_delta_layer
 
-    ckpt_dir = _existing(args.checkpoint, "CKPT")
+    ckpt = _checkpoint(args.checkpoint)
     backbone_dir = _existing(args.backbone, "--backbone")
     out = Path(args.out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise CliError(f"--out {args.out!r} already exists and is not an empty folder; choose another folder "
                        f"or pass --overwrite.")
-    delta_class = get_delta_class(read_config_dict(ckpt_dir).get("delta_type"))
+    delta_class = get_delta_class(open_checkpoint(ckpt, config_only=True).delta_type)
     if not delta_class.mergeable:
         mergeable = [t for t in registered_delta_types() if get_delta_class(t).mergeable]
         raise CliError(f"{delta_class.delta_type!r} deltas cannot be merged into the backbone weights; "
@@ -402,7 +427,7 @@ def _merge(args: argparse.Namespace) -> int:
                        f"instead.")
     config = _model_config(backbone_dir)
     model = _model_class(config).from_pretrained(str(backbone_dir))
-    delta = AutoDeltaModel.from_finetuned(ckpt_dir, backbone_model=model, check_hash=not args.no_check_hash)
+    delta = AutoDeltaModel.from_finetuned(ckpt, backbone_model=model, check_hash=not args.no_check_hash)
     delta.merge()
     for site in delta.sites:  # the update now lives in the weights: drop our child layers for good
         site.deactivate()
@@ -449,3 +474,14 @@ register_command(
                 "the delta into the weights and save a plain transformers model that loads without opendelta. "
                 "Only mergeable deltas (those whose update is a change of weights, such as lora) can be merged.",
     epilog="example:\n  opendelta merge ./ckpt --backbone ./my-bert --out ./my-bert-merged")
+
+
+from . import train as _train_module  # noqa: E402
+
+register_command(
+    "train", _train_module.run_cli, arguments=_train_module.add_arguments,
+    help="delta-tune a pretrained model on labelled text and report test accuracy",
+    description="Train a delta (or the whole model with --full) and a classification head on a CSV / JSONL file "
+                "(default: the embedded MiniLM-L6 on Rotten Tomatoes snippets), save the best epoch with "
+                "save_finetuned, reload it onto a fresh backbone (hash-checked) and print test accuracy and sizes.",
+    epilog="example:\n  opendelta train --delta lora --train-subset 4000 --epochs 2 --output runs/lora")

@@ -8,7 +8,6 @@ accelerator memory; and the contents of a saved delta checkpoint, read without a
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,12 +184,13 @@ class TensorInfo:
 
 @dataclass
 class CheckpointInfo:
-    """What a delta checkpoint folder holds, read from its config and tensor headers only."""
+    """What a delta checkpoint holds, read from its config and tensor headers only (no backbone needed)."""
 
-    path: str
-    config: dict[str, Any]
+    source: str  # "folder '...'" or "Hub repo 'Org/name' (revision main)"
+    format: str  # "opendelta", "opendelta-0.3" or "peft"
+    config: dict[str, Any]  # in this version's vocabulary (translated from older formats)
     weights_file: str
-    tensors: list[TensorInfo]
+    tensors: list[TensorInfo]  # as stored in the file
     fingerprint_tensors: int | None  # parameters recorded in fingerprint.json (None: no such file)
 
     @property
@@ -230,26 +230,27 @@ def _safetensors_index(path: Path) -> list[TensorInfo]:
         raise CheckpointError(f"Cannot read {str(path)!r} as safetensors: {exc}.") from None
 
 
-def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
-    """Config, tensors (name, shape, dtype, bytes) and fingerprint record of a delta checkpoint folder."""
+def inspect_checkpoint(path_or_id: str | os.PathLike) -> CheckpointInfo:
+    """Config, tensors (name, shape, dtype, bytes) and fingerprint record of a delta checkpoint.
+
+    Takes what `from_finetuned` takes: a folder of any supported format or a Hub repo id. Safetensors
+    files are read through their header only; a legacy `.bin` is loaded as plain tensors (no pickled code).
+    """
     from . import checkpoint as ckpt
+    from .formats import CHECKPOINT_FILES, open_checkpoint
 
-    directory = Path(path)
-    config = ckpt.read_config_dict(directory)
-    st, legacy = directory / ckpt.WEIGHTS_NAME, directory / ckpt.LEGACY_WEIGHTS_NAME
-    if st.is_file():
-        weights_file, tensors = st.name, _safetensors_index(st)
-    elif legacy.is_file():  # no header to read: the tensors are loaded (never unpickling code)
-        weights_file = legacy.name
-        tensors = [TensorInfo(k, tuple(v.shape), dtype_name(v.dtype), v.numel() * v.element_size())
-                   for k, v in ckpt.load_legacy_bin(legacy).items()]
+    found = open_checkpoint(path_or_id)
+    weights = [f for f in CHECKPOINT_FILES if f.endswith((".safetensors", ".bin")) and (found.folder / f).is_file()]
+    if not weights:
+        raise CheckpointError(f"No weights in {found.source}: expected one of "
+                              f"{', '.join(f for f in CHECKPOINT_FILES if f.endswith(('.safetensors', '.bin')))}.")
+    path = found.folder / weights[0]
+    if path.suffix == ".safetensors":
+        tensors = _safetensors_index(path)
     else:
-        raise CheckpointError(f"No weights in {str(directory)!r}: expected {ckpt.WEIGHTS_NAME} "
-                              f"(or a legacy {ckpt.LEGACY_WEIGHTS_NAME}).")
-    fp = ckpt.read_fingerprint(directory)
+        tensors = [TensorInfo(k, tuple(v.shape), dtype_name(v.dtype), v.numel() * v.element_size())
+                   for k, v in ckpt.load_legacy_bin(path).items()]
+    fp = found.fingerprint()
     recorded = len(fp.get("tensors", {})) if isinstance(fp, dict) else None
-    return CheckpointInfo(str(directory), config, weights_file, sorted(tensors, key=lambda t: t.name), recorded)
-
-
-def config_json(config: dict[str, Any]) -> str:
-    return json.dumps(config, indent=2, sort_keys=False)
+    return CheckpointInfo(found.source, found.format, found.config, path.name,
+                          sorted(tensors, key=lambda t: t.name), recorded)
