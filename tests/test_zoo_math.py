@@ -58,6 +58,7 @@ def test_low_rank_adapter_any_rank(rank):
     assert up.W_left.shape == (8, rank) and up.W_right.shape == (rank, 16)
     w_down, w_up = outer_sum(down.W_left, down.W_right), outer_sum(up.W_left, up.W_right)
     assert torch.linalg.matrix_rank(w_down).item() == rank and torch.linalg.matrix_rank(w_up).item() == rank
+    torch.testing.assert_close(down.full_weight(), w_down, rtol=1e-6, atol=1e-6)
     x = toy_input()
     h = raw_linear(lin, x)
     ref = h + torch.relu(h @ w_down + down.b) @ w_up + up.b
@@ -131,7 +132,7 @@ def test_compacter_against_kron_reference(variant):
         ref = compacter_reference(lin.compacter, raw_linear(lin, x))
         torch.testing.assert_close(lin(x), ref, rtol=1e-5, atol=1e-5)
         for p in (lin.compacter.down_sampler, lin.compacter.up_sampler):
-            torch.testing.assert_close(p.weight(), phm_reference(p), rtol=1e-6, atol=1e-6)
+            torch.testing.assert_close(p.full_weight(), phm_reference(p), rtol=1e-6, atol=1e-6)
 
 
 def _rules(model):
@@ -153,14 +154,14 @@ def test_compacter_sharing_is_real_sharing():
     assert "0.compacter.down_sampler.phm_rule.C" in keys
     assert sum(".phm_weights." in k for k in keys) == 4  # (W_left, W_right) for 16->4 and for 4->16
     # one gradient step on the shared rule moves every layer's weight
-    before = [p.weight().detach().clone() for s in ("0", "2")
+    before = [p.full_weight().detach().clone() for s in ("0", "2")
               for p in (model[int(s)].compacter.down_sampler, model[int(s)].compacter.up_sampler)]
     delta.freeze_module()
     loss_of(model(torch.randn(3, 8))).backward()
     assert rules[0].C.grad is not None and rules[0].C.grad.abs().sum() > 0
     with torch.no_grad():
         rules[0].C.add_(1.0)
-    after = [p.weight() for s in ("0", "2") for p in (model[int(s)].compacter.down_sampler,
+    after = [p.full_weight() for s in ("0", "2") for p in (model[int(s)].compacter.down_sampler,
                                                       model[int(s)].compacter.up_sampler)]
     assert all(not torch.allclose(a, b) for a, b in zip(after, before))
 

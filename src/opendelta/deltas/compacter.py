@@ -126,7 +126,7 @@ class PHMLinear(nn.Module):
     def _part(self, attr: str) -> nn.Module:
         return self._modules[attr] if attr in self._modules else self._shared[attr]
 
-    def weight(self) -> torch.Tensor:
+    def full_weight(self) -> torch.Tensor:
         """The full (in, out) weight sum_i kron(C_i, W_i)."""
         c, w = self._part("phm_rule")(), self._part("phm_weights")()
         n, p, q = self.n, w.shape[1], w.shape[2]
@@ -134,7 +134,7 @@ class PHMLinear(nn.Module):
         return torch.einsum("iac,ibd->abcd", c, w).reshape(n * p, n * q)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = x @ self.weight()
+        y = x @ self.full_weight()
         return y + self.b if self.b is not None else y
 
     def extra_repr(self) -> str:

@@ -50,7 +50,7 @@ class LowRankLinear(nn.Module):
         if not zero_right:
             init_glorot(self.W_right, w_init)
 
-    def weight(self) -> torch.Tensor:
+    def full_weight(self) -> torch.Tensor:
         """The full (in, out) weight W_left @ W_right."""
         return self.W_left @ self.W_right
 
