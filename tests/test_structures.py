@@ -216,6 +216,7 @@ def test_auto_detection_is_logged(caplog):
         delta = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["attn.q", "query"]},
                                            backbone_model=model)
     assert "'attn.q' matches no raw module name; read as a common-structure name" in caplog.text
+    assert "'query' matches raw module names; read as a raw name" in caplog.text
     assert len(delta.sites) == 2  # "attn.q" and the raw "query" are the same two modules
 
 
@@ -310,6 +311,14 @@ def test_unmapped_model_clear_error_then_all_linear_and_raw_names():
                                          "layers.1.down"]
     with pytest.raises(ModuleMatchError, match="no known common structure"):
         find_targets(model, ["attn.q"], common_structure=True)
+    raw.detach()
+    for delta_type in ("ia3", "bitfit"):  # the other types that make sense on every linear layer
+        d = AutoDeltaModel.from_config({"delta_type": delta_type, "modified_modules": [ALL_LINEAR]},
+                                       backbone_model=model)
+        assert len(d.sites) == 6
+        _perturb(d)
+        assert (model(ids) - ref).abs().max() > 1e-4
+        d.detach()
 
 
 def test_all_linear_on_mapped_families_leaves_out_the_head():

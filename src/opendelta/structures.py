@@ -356,7 +356,10 @@ def _interpret(model_names: list[str], common: Mapping[str, str], fused: Mapping
         return True
     if common_structure is not None:
         return common_structure
-    if not common or _available(model_names, entry):
+    if not common:
+        return False
+    if _available(model_names, entry):
+        logger.info("modified_modules entry %r matches raw module names; read as a raw name", entry)
         return False
     if _available(common.values(), entry) or _available(fused, entry):
         logger.info("modified_modules entry %r matches no raw module name; read as a common-structure name", entry)
