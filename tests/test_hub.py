@@ -17,7 +17,7 @@ import transformers
 from conftest import build, inputs_for, run
 from huggingface_hub import HfApi, constants
 
-from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel
+from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraConfig, LoraModel
 from opendelta.errors import CheckpointError
 from opendelta.hub import CARD_MARKER, split_hub_options
 
@@ -152,6 +152,14 @@ def test_offline_and_not_cached(tmp_path, offline):
     with pytest.raises(CheckpointError, match=r"revision 'v9'.*not in the cache"):
         AutoDeltaModel.from_finetuned("Org/name", backbone_model=model, cache_dir=tmp_path, revision="v9")
     assert list(model.state_dict()) == keys
+
+
+def test_offline_set_after_huggingface_hub_was_imported(tmp_path, online, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # constants.HF_HUB_OFFLINE stays False
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE=1"):
+        LoraConfig.from_finetuned("Org/absent", cache_dir=tmp_path)
+    put_in_cache(tmp_path, "Org/name", _saved(tmp_path / "s"))
+    assert LoraConfig.from_finetuned("Org/name", cache_dir=tmp_path, lora_r=3).lora_r == 3
 
 
 def test_local_files_only_and_not_cached(tmp_path, online):

@@ -20,7 +20,8 @@ def legacy_config(**changes) -> dict:
     """A LoRA config as OpenDelta 0.3 wrote it (version keys, interactive_modify, md5 backbone_hash)."""
     return {"backbone_checkpoint_name": "t5-base", "backbone_class": "T5ForConditionalGeneration",
             "backbone_hash": MD5, "common_structure": False, "delta_type": "lora", "interactive_modify": False,
-            "lora_alpha": 16, "lora_dropout": 0.0, "lora_r": 4, "modified_modules": ["SelfAttention.q", "SelfAttention.v"],
+            "lora_alpha": 16, "lora_dropout": 0.0, "lora_r": 4,
+            "modified_modules": ["SelfAttention.q", "SelfAttention.v"],
             "opendelta_version": "0.3.2", "transformers_version": "4.26.1",
             "unfrozen_modules": ["deltas", "final_layer_norm"], **changes}
 

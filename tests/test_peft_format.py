@@ -63,7 +63,8 @@ def test_round_trip_peft_opendelta_peft(family, rslora, tmp_path):
         torch.testing.assert_close(run(back, family, x), ref, atol=1e-5, rtol=0)
     written = json.loads((tmp_path / "ours-as-peft" / "adapter_config.json").read_text())
     target = written["target_modules"]
-    assert (sorted(target) if isinstance(target, list) else target) == CASES[family]["target_modules"]  # the user's addressing survives
+    # the user's addressing survives
+    assert (sorted(target) if isinstance(target, list) else target) == CASES[family]["target_modules"]
     assert written["use_rslora"] is rslora
 
 
@@ -75,7 +76,8 @@ def test_regex_is_a_full_match_and_list_entries_matching_nothing_are_ignored(tmp
     with torch.no_grad():
         torch.testing.assert_close(run(model, "bert", inputs_for("bert")), ref, atol=1e-5, rtol=0)
     cfg = AutoDeltaConfig.from_finetuned(tmp_path / "a")
-    assert sorted(cfg.modified_modules) == ["q_proj", "query", "value"] and cfg.unfrozen_modules == ["deltas", "classifier"]
+    assert sorted(cfg.modified_modules) == ["q_proj", "query", "value"]
+    assert cfg.unfrozen_modules == ["deltas", "classifier"]
 
     # PEFT's regex must match the whole name: "SelfAttention\.q" alone selects nothing (ours would match a suffix)
     _peft_adapter("t5", tmp_path / "t5")
@@ -186,7 +188,8 @@ def test_only_lora_and_ia3_export_to_peft(tmp_path):
     from opendelta import AutoDeltaConfig
 
     model = build("bert")
-    delta = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict({"delta_type": "bitfit", "modified_modules": ["query"]}), backbone_model=model)
+    cfg = AutoDeltaConfig.from_dict({"delta_type": "bitfit", "modified_modules": ["query"]})
+    delta = AutoDeltaModel.from_config(cfg, backbone_model=model)
     with pytest.raises(CheckpointError, match="'lora' and 'ia3'"):
         delta.save_finetuned(tmp_path / "p", format="peft")
     assert not (tmp_path / "p").exists()

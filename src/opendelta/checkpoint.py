@@ -1,7 +1,8 @@
 """On-disk checkpoint format: reading and atomic writing of config, weights and fingerprint files.
 
 Our format is a folder with `config.json`, `delta_model.safetensors` and `fingerprint.json` (the
-per-parameter digests that let a hash mismatch name the tensor that differs).
+per-parameter digests that let a hash mismatch name the tensor that differs). `formats/` detects which
+format a folder holds (ours, OpenDelta 0.3, PEFT) and reads it with these helpers.
 """
 
 from __future__ import annotations
@@ -83,18 +84,8 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
     save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
 
 
-def read_config_dict(directory: str | os.PathLike) -> dict[str, Any]:
-    directory = Path(directory)
-    if not directory.exists():
-        raise CheckpointError(f"Checkpoint folder {str(directory)!r} does not exist.")
-    if not directory.is_dir():
-        raise CheckpointError(f"{str(directory)!r} is a file; pass the checkpoint folder that holds it.")
-    path = directory / CONFIG_NAME
-    if not path.is_file():
-        present = sorted(p.name for p in directory.iterdir())[:10]
-        raise CheckpointError(
-            f"No {CONFIG_NAME} in {str(directory)!r} (it holds: {present or 'nothing'}); "
-            f"save a delta there with `delta.save_finetuned(...)` first.")
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; anything else (bad JSON, a list) is a CheckpointError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -165,11 +165,16 @@ class DeltaConfig:
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> "DeltaConfig":
-        """Read `config.json` from a checkpoint folder (see `AutoDeltaConfig.from_finetuned` for hub ids)."""
-        from .checkpoint import read_config_dict
+        """The config of a checkpoint folder (ours, OpenDelta 0.3 or PEFT) or Hub repo id `Org/name`.
 
-        config_dict = read_config_dict(finetuned_delta_path)
-        return cls.from_dict(config_dict, **kwargs)
+        kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
+        any other keyword overrides a config key.
+        """
+        from .formats import open_checkpoint
+        from .hub import split_hub_options
+
+        options, overrides = split_hub_options(kwargs)
+        return cls.from_dict(open_checkpoint(finetuned_delta_path, options, config_only=True).config, **overrides)
 
     def __repr__(self) -> str:  # compact: only what differs from the defaults
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_diff_dict().items() if k != "delta_type")

@@ -127,7 +127,7 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
 
     from . import __version__
 
-    offline = bool(getattr(constants, "HF_HUB_OFFLINE", False))
+    offline = bool(getattr(constants, "HF_HUB_OFFLINE", False)) or _env_true("HF_HUB_OFFLINE")
     revision = options.revision or "main"
     cache = options.cache_dir or constants.HF_HUB_CACHE
     try:
@@ -162,6 +162,11 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
         raise CheckpointError(f"Could not fetch Hub repo {repo_id!r}: {type(exc).__name__}: {exc}.") from None
     logger.info("resolved %s (revision %s) to %s", repo_id, revision, folder)
     return Path(folder)
+
+
+def _env_true(name: str) -> bool:
+    """huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it when it is set later, too."""
+    return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 # ----- publishing -----------------------------------------------------------------------------

@@ -9,9 +9,8 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ class Checkpoint:
     folder: Path
     source: str  # where it came from, for messages ("folder 'x'", "Hub repo 'Org/name' (revision main)")
     config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
     @property
     def delta_type(self) -> str | None:
@@ -69,24 +67,15 @@ def open_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOpti
     if not folder.is_dir():
         raise CheckpointError(f"{str(folder)!r} is a file; pass the checkpoint folder that holds it.")
     ours = folder / CONFIG_NAME
-    data = _read_json(ours) if ours.is_file() else None
+    data = ckpt.read_json_object(ours) if ours.is_file() else None
     if data is not None and "delta_type" in data:
         if "format_version" in data:
             return Checkpoint(OPENDELTA, folder, source, data)
         return Checkpoint(LEGACY, folder, source, legacy.translate_config(data, source))
     if (folder / peft.CONFIG_NAME).is_file():
-        return Checkpoint(PEFT, folder, source, peft.to_opendelta_config(_read_json(folder / peft.CONFIG_NAME)))
+        adapter_config = ckpt.read_json_object(folder / peft.CONFIG_NAME)
+        return Checkpoint(PEFT, folder, source, peft.to_opendelta_config(adapter_config))
     raise CheckpointError(_no_checkpoint_message(folder, source, data))
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{str(path)!r} is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{str(path)!r} must hold a JSON object, found {type(data).__name__}.")
-    return data
 
 
 def _no_checkpoint_message(folder: Path, source: str, config: dict[str, Any] | None) -> str:
