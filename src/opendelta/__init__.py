@@ -7,6 +7,7 @@ from .base import DeltaBase, Site
 from .config import DeltaConfig
 from .deltas.lora import LoraConfig, LoraModel
 from .deltas.prefix import PrefixConfig, PrefixModel
+from .deltas.soft_prompt import SoftPromptConfig, SoftPromptModel
 from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
                      OpenDeltaError, UnsupportedModuleError)
 from .stats import ModelStats, inspect, inspect_checkpoint
@@ -15,7 +16,8 @@ from .visualization import Visualization
 __all__ = [
     "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DeltaBase", "DeltaConfig", "DeltaConfigError",
     "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModelStats", "ModuleMatchError",
-    "OpenDeltaError", "PrefixConfig", "PrefixModel", "Site", "UnsupportedModuleError", "Visualization",
+    "OpenDeltaError", "PrefixConfig", "PrefixModel", "Site", "SoftPromptConfig", "SoftPromptModel",
+    "UnsupportedModuleError", "Visualization",
     "inspect", "inspect_checkpoint",
     "register_delta", "registered_delta_types",
 ]

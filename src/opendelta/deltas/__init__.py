@@ -8,3 +8,4 @@ from . import compacter  # noqa: F401
 from . import parallel_adapter  # noqa: F401
 from . import bitfit  # noqa: F401
 from . import ia3  # noqa: F401
+from . import soft_prompt  # noqa: F401

@@ -1,0 +1,235 @@
+"""Soft prompt tuning: `soft_token_num` trainable embeddings put in front of every input sequence.
+
+`modified_modules` addresses the model's input embedding (e.g. "shared" for T5 / BART, "wte" for GPT-2,
+"embed_tokens" for Llama, "word_embeddings" for BERT). The prompt lives there as `<embedding>.soft_prompt`
+(`soft_embeds`, soft_token_num x hidden). With `token_init=True` it starts as the embeddings of randomly drawn
+vocabulary tokens (taken through the embedding module, so scaled embeddings such as BART's stay in scale);
+otherwise uniform(-init_range, init_range).
+
+Prepending happens on the model's own forward arguments (a forward pre-hook with kwargs), so positions,
+masks and caches downstream are computed by the model itself for the longer sequence:
+  * decoder-only / encoder-only models (hook on the backbone root): `input_ids` are embedded, the prompt is
+    put in front of `inputs_embeds`, `attention_mask` gets visible columns, `token_type_ids` zeros, sequence
+    `labels` -100 and given `position_ids` are shifted. With a cache that already holds tokens (later
+    `generate()` steps), nothing is prepended: the cache holds the prompt from the first step, so only the
+    mask is widened and given position ids shifted (they count real tokens, as generate() computes them).
+    Sequence-aligned outputs (`logits`, `last_hidden_state`) are cut back to the real tokens, so outputs line
+    up with the caller's tokens; `hidden_states` / `attentions` keep the prompt positions.
+  * encoder-decoder models: the hook sits on the encoder (which `generate()` calls directly), and a hook on
+    the root widens the `attention_mask` that the decoder's cross-attention uses. Decoder inputs and labels
+    are untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..auto import register_delta
+from ..base import DeltaBase, Site
+from ..config import DeltaConfig
+from ..errors import ModuleMatchError, UnsupportedModuleError
+from .prefix import _CallArgs, _positional_names
+
+_CACHE_ARGS = ("cache", "past_key_values")
+_SEQUENCE_OUTPUTS = ("logits", "last_hidden_state")
+
+
+@dataclass(repr=False)
+class SoftPromptConfig(DeltaConfig):
+    """soft_token_num: prompt length; token_init: start from embeddings of vocabulary tokens (else
+    uniform(-init_range, init_range))."""
+
+    soft_token_num: int = 100
+    init_range: float = 0.5
+    token_init: bool = True
+
+    def _validate(self) -> None:
+        super()._validate()
+        self._require(self.soft_token_num >= 1, "soft_token_num", "an integer >= 1")
+        self._require(self.init_range > 0, "init_range", "a number > 0")
+
+
+class SoftPromptLayer(nn.Module):
+    """The prompt: `forward(batch)` returns it expanded to (batch, soft_token_num, hidden)."""
+
+    def __init__(self, embedding: nn.Embedding, num_tokens: int, init_range: float, token_init: bool) -> None:
+        super().__init__()
+        w = embedding.weight
+        self.soft_embeds = nn.Parameter(torch.empty(num_tokens, embedding.embedding_dim, device=w.device,
+                                                    dtype=w.dtype))
+        if w.device.type == "meta":
+            return
+        with torch.no_grad():
+            if token_init:
+                vocab = embedding.num_embeddings
+                ids = torch.randperm(vocab)[:num_tokens] if num_tokens <= vocab else \
+                    torch.randint(vocab, (num_tokens,))
+                self.soft_embeds.copy_(embedding(ids.to(w.device)))
+            else:
+                nn.init.uniform_(self.soft_embeds, -init_range, init_range)
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return self.soft_embeds.unsqueeze(0).expand(batch, -1, -1)
+
+
+class _Prepender:
+    """Rewrites one forward call's arguments so the sequence starts with the prompt."""
+
+    def __init__(self, module: nn.Module, embedding: nn.Module, layer: SoftPromptLayer) -> None:
+        self.positional = _positional_names(module)
+        self.params = set(inspect.signature(module.forward).parameters)
+        self.embedding, self.layer = embedding, layer
+        self.tokens = layer.soft_embeds.shape[0]
+        self.prepended_len: int | None = None  # sequence length after prepending, in the current call
+
+    def _past(self, call: _CallArgs) -> int:
+        cache = next((call.get(a) for a in _CACHE_ARGS if a in self.params and call.get(a) is not None), None)
+        return int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
+
+    def _widen(self, call: _CallArgs, name: str, value: float) -> None:
+        t = call.get(name)
+        if t is not None:
+            call.set(name, torch.cat([t.new_full((t.shape[0], self.tokens), value), t], dim=1))
+
+    def _check_mask(self, mask: Any) -> None:
+        if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dim() != 2):
+            raise UnsupportedModuleError(
+                "soft_prompt needs a 2-D attention_mask (batch, sequence) or none; got "
+                f"{getattr(mask, 'shape', type(mask).__name__)}.")
+
+    def prepend(self, call: _CallArgs, labels: bool) -> None:
+        """Embed, put the prompt in front, widen mask / token types / labels, shift given positions."""
+        self.prepended_len = None
+        ids, embeds, mask = call.get("input_ids"), call.get("inputs_embeds"), call.get("attention_mask")
+        self._check_mask(mask)
+        if ids is None and embeds is None:
+            return
+        seq = (embeds if embeds is not None else ids).shape[1]
+        past = self._past(call)
+        if past > 0:  # the cache holds the prompt already: only widen the mask and shift given positions
+            if mask is not None and mask.shape[1] == past + seq - self.tokens:
+                self._widen(call, "attention_mask", 1)
+            if call.get("position_ids") is not None:
+                call.set("position_ids", call.get("position_ids") + self.tokens)
+            return
+        if embeds is None:
+            embeds = self.embedding(ids)
+        prompt = self.layer(embeds.shape[0]).to(embeds.dtype)
+        call.set("input_ids", None)
+        call.set("inputs_embeds", torch.cat([prompt, embeds], dim=1))
+        if mask is not None and mask.shape[1] == seq:
+            self._widen(call, "attention_mask", 1)
+        self._widen(call, "token_type_ids", 0)
+        pos = call.get("position_ids")
+        if pos is not None:
+            front = torch.arange(self.tokens, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], -1)
+            call.set("position_ids", torch.cat([front, pos + self.tokens], dim=-1))
+        y = call.get("labels") if labels and "labels" in self.params else None
+        if y is not None and y.dim() >= 2 and y.shape[1] == seq:
+            self._widen(call, "labels", -100)
+        self.prepended_len = seq + self.tokens
+
+    def cut(self, output: Any) -> Any:
+        """Drop the prompt positions from sequence-aligned outputs of a call that prepended."""
+        n, self.prepended_len = self.prepended_len, None
+        if n is None:
+            return output
+        for key in _SEQUENCE_OUTPUTS:
+            t = getattr(output, key, None)
+            if isinstance(t, torch.Tensor) and t.dim() >= 3 and t.shape[1] == n:
+                output[key] = t[:, self.tokens:]
+        return output
+
+
+@register_delta("soft_prompt")
+class SoftPromptModel(DeltaBase):
+    """Soft prompt tuning; `modified_modules` names the model's input embedding."""
+
+    config_class = SoftPromptConfig
+    supported_modules = (nn.Embedding,)
+
+    def resolve_targets(self) -> list[tuple[str, nn.Module]]:
+        targets = super().resolve_targets()
+        if len(targets) != 1:
+            raise ModuleMatchError(
+                f"soft_prompt is put on exactly one module, the input embedding; {self.config.modified_modules} "
+                f"matched {len(targets)}: {[n for n, _ in targets][:5]}.")
+        return targets
+
+    def _encoder(self) -> nn.Module | None:
+        bb = self.backbone_model
+        if getattr(getattr(bb, "config", None), "is_encoder_decoder", False) and hasattr(bb, "get_encoder"):
+            return bb.get_encoder()
+        return None
+
+    def check_module(self, name: str, module: nn.Module) -> None:
+        super().check_module(name, module)
+        bb = self.backbone_model
+        if not hasattr(bb, "get_input_embeddings"):
+            raise UnsupportedModuleError(
+                f"soft_prompt needs a transformers model (one with get_input_embeddings()); "
+                f"{type(bb).__name__} is not one.")
+        encoder = self._encoder()
+        inputs = [bb.get_input_embeddings()] + ([encoder.get_input_embeddings()] if encoder is not None else [])
+        if not any(module is m for m in inputs):
+            names = [n for n, m in bb.named_modules() if any(m is e for e in inputs)]
+            raise UnsupportedModuleError(
+                f"soft_prompt must be put on the model's input embedding ({', '.join(names)}), not {name!r}.")
+
+    def build_site(self, site: Site) -> None:
+        cfg = self.config
+        layer = site.add_layer("soft_prompt", SoftPromptLayer(site.module, cfg.soft_token_num, cfg.init_range,
+                                                              cfg.token_init))
+        root, encoder = self.backbone_model, self._encoder()
+        if encoder is None:
+            prepender = _Prepender(root, site.module, layer)
+
+            def prepend(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+                call = _CallArgs(prepender.positional, args, kwargs)
+                prepender.prepend(call, labels=True)
+                return tuple(call.args), call.kwargs
+
+            site.on_input(prepend, with_kwargs=True, target=root)
+            site.on_output(lambda module, args, output: prepender.cut(output), target=root)
+            return
+        enc = _Prepender(encoder, site.module, layer)
+
+        def prepend_encoder(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            call = _CallArgs(enc.positional, args, kwargs)
+            enc.prepend(call, labels=False)
+            enc.prepended_len = None  # the encoder's output keeps the prompt: the decoder attends to it
+            return tuple(call.args), call.kwargs
+
+        site.on_input(prepend_encoder, with_kwargs=True, target=encoder)
+        site.on_input(_cross_mask_widener(root, layer.soft_embeds.shape[0]), with_kwargs=True, target=root)
+
+
+def _cross_mask_widener(root: nn.Module, tokens: int):
+    """Pre-hook for an encoder-decoder root: the `attention_mask` it hands the decoder must cover the prompt."""
+    positional = _positional_names(root)
+
+    def widen(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        call = _CallArgs(positional, args, kwargs)
+        mask = call.get("attention_mask")
+        if mask is None:
+            return args, kwargs
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            raise UnsupportedModuleError(
+                f"soft_prompt needs a 2-D attention_mask (batch, sequence) or none; got "
+                f"{getattr(mask, 'shape', type(mask).__name__)}.")
+        enc_out = call.get("encoder_outputs")
+        if enc_out is not None:
+            real = enc_out[0].shape[1] - tokens  # the encoder already ran with the prompt
+        else:
+            x = call.get("inputs_embeds") if call.get("inputs_embeds") is not None else call.get("input_ids")
+            real = x.shape[1] if x is not None else -1
+        if mask.shape[1] == real:
+            call.set("attention_mask", torch.cat([mask.new_ones(mask.shape[0], tokens), mask], dim=1))
+        return tuple(call.args), call.kwargs
+
+    return widen
