@@ -8,13 +8,14 @@ from .config import DeltaConfig
 from .deltas.lora import LoraConfig, LoraModel
 from .deltas.prefix import PrefixConfig, PrefixModel
 from .deltas.soft_prompt import SoftPromptConfig, SoftPromptModel
-from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
-                     OpenDeltaError, UnsupportedModuleError)
+from .errors import (CheckpointError, DataError, DeltaConfigError, DeltaStateError, HashMismatchError,
+                     ModuleMatchError, OpenDeltaError, UnsupportedModuleError)
 from .stats import ModelStats, inspect, inspect_checkpoint
 from .visualization import Visualization
 
 __all__ = [
-    "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DeltaBase", "DeltaConfig", "DeltaConfigError",
+    "AutoDeltaConfig", "AutoDeltaModel", "CheckpointError", "DataError", "DeltaBase", "DeltaConfig",
+    "DeltaConfigError",
     "DeltaStateError", "HashMismatchError", "LoraConfig", "LoraModel", "ModelStats", "ModuleMatchError",
     "OpenDeltaError", "PrefixConfig", "PrefixModel", "Site", "SoftPromptConfig", "SoftPromptModel",
     "UnsupportedModuleError", "Visualization",

