@@ -317,3 +317,31 @@ def test_ia3_merge_explicit_rows_and_columns():
     assert torch.equal(model[0].bias, torch.stack([2 * b0[0], 3 * b0[1]]))
     assert torch.equal(model[1].weight, torch.stack([5 * w1[:, 0], 7 * w1[:, 1]], dim=1))
     assert torch.equal(model[1].bias, b1)
+
+
+@pytest.mark.parametrize("family,targets,ff", [
+    ("llama", ["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+    ("gpt2", ["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),  # Conv1D
+])
+def test_ia3_matches_peft(family, targets, ff):
+    """The same scaling vectors give the same outputs as PEFT's IA3, unmerged and merged."""
+    peft = pytest.importorskip("peft")
+    model, delta = make(family, "ia3", {"modified_modules": targets, "feedforward_modules": ff})
+    perturb(delta, scale=0.3)
+    theirs = peft.get_peft_model(build(family), peft.IA3Config(target_modules=targets, feedforward_modules=ff,
+                                                               fan_in_fan_out=family == "gpt2"))
+    ours = {s.name: s.layers["ia3"].scale for s in delta.sites}
+    copied = 0
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if ".ia3_l." in name:
+                site = name.split("base_model.model.", 1)[1].rsplit(".ia3_l.", 1)[0]
+                p.copy_(ours[site].reshape(p.shape))
+                copied += 1
+    assert copied == len(ours)
+    x = inputs_for(family)
+    with torch.no_grad():
+        expected = theirs(**x).logits
+        torch.testing.assert_close(run(model, family, x), expected, rtol=1e-5, atol=1e-5)
+        delta.merge()
+        torch.testing.assert_close(run(model, family, x), expected, rtol=1e-5, atol=1e-5)
