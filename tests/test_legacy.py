@@ -114,10 +114,13 @@ def test_really_unknown_keys_are_still_errors(tmp_path):
     assert list(model.state_dict()) == keys
 
 
-def test_config_overrides_apply_to_legacy_configs(tmp_path):
-    cfg_dir = write_legacy(tmp_path, legacy_config(), {})
+def test_config_overrides_and_0_3_defaults(tmp_path):
+    config = legacy_config()
+    del config["common_structure"]  # 0.3 wrote only keys that differ from its defaults
+    cfg_dir = write_legacy(tmp_path, config, {})
     cfg = AutoDeltaConfig.from_finetuned(cfg_dir, lora_dropout=0.1)
     assert cfg.lora_dropout == 0.1 and cfg.backbone_hash == MD5 and cfg.hash_algorithm is None
+    assert cfg.common_structure is False  # 0.3's default: raw module names
 
 
 def test_legacy_common_structure_names(tmp_path):

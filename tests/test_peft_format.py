@@ -91,6 +91,18 @@ def test_regex_is_a_full_match_and_list_entries_matching_nothing_are_ignored(tmp
     assert list(model.state_dict()) == keys  # left untouched
 
 
+def test_task_type_heads_are_loaded_as_unfrozen_modules(tmp_path):
+    """PEFT's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save; BERT has only the first."""
+    ref = _peft_adapter("bert", tmp_path, target_modules=["query"], modules_to_save=None, task_type="SEQ_CLS")
+    assert sorted(json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"]) == [
+        "classifier", "score"]
+    model = build("bert")
+    delta = AutoDeltaModel.from_finetuned(tmp_path, backbone_model=model)
+    assert delta.config.unfrozen_modules == ["deltas", "classifier"]
+    with torch.no_grad():
+        torch.testing.assert_close(run(model, "bert", inputs_for("bert")), ref, atol=1e-5, rtol=0)
+
+
 def test_our_lora_saved_as_peft_loads_in_peft(tmp_path):
     model = build("bert")
     delta = LoraModel(model, modified_modules=["[r]layer\\.1\\.attention\\.self\\.(query|key)"], lora_r=2,

@@ -6,7 +6,8 @@ What differs from our format, and how it is handled:
   (`LEGACY_KEYS`, plus a config class's own `legacy_keys` mapping of old key -> new key or None to drop);
   any other unknown key is still an error, raised by the config class.
 - Common-structure names are spelled "attn@.q@"; they are kept as they are and resolved at attach time by
-  `structures.find_targets`.
+  `structures.find_targets`. 0.3 left keys equal to its defaults out of config.json; its default
+  `common_structure` was False (names are raw module names), so a missing key means False here too.
 - `backbone_hash` is an md5 this library cannot recompute: loading logs that it cannot be verified.
 - The `.bin` held every trainable tensor of the model (which may include e.g. a classifier); it is read
   with `torch.load(weights_only=True)`, never running pickled code. 0.3's LoRA layer also carried an
@@ -56,6 +57,7 @@ def translate_config(data: dict[str, Any], source: str) -> dict[str, Any]:
     if dropped:
         logger.info("%s is an OpenDelta 0.3 checkpoint; ignoring its config key(s) %s (not settings in this "
                     "version)", source, ", ".join(sorted(dropped)))
+    out.setdefault("common_structure", False)  # 0.3 omitted defaults from config.json; its default was False
     if out.get("backbone_hash") is not None:
         out["hash_algorithm"] = None  # 0.3's md5: reported as unverifiable when loading
     return out
