@@ -407,3 +407,21 @@ def test_fingerprint_follows_its_documented_byte_layout():
     root = xxhash.xxh3_128("".join(f"{k}={v};" for k, v in sorted(tensors.items())).encode()).hexdigest()
     fp = fingerprint_model(_integer_model())
     assert fp.tensors == tensors and fp.root == root
+
+
+def test_peft_adapter_from_the_hub_cache(tmp_path, offline, downloads):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(build("t5"), peft.LoraConfig(target_modules=["q", "v"], r=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.1)
+    model.eval()
+    ref = output(model)
+    model.save_pretrained(tmp_path / "adapter")
+    put_in_cache(tmp_path / "cache", "Org/t5-lora-peft", tmp_path / "adapter")
+    fresh = build("t5")
+    delta = AutoDeltaModel.from_finetuned("Org/t5-lora-peft", backbone_model=fresh, cache_dir=tmp_path / "cache")
+    assert delta.delta_type == "lora" and len(delta.sites) == 3 * 2 * 2  # q, v in 3 attentions x 2 layers
+    torch.testing.assert_close(output(fresh), ref, atol=1e-5, rtol=0)
+    assert "adapter_model.safetensors" in downloads[0][1]["allow_patterns"]
