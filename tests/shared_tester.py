@@ -26,6 +26,8 @@ API (every function takes the same three leading arguments and raises AssertionE
     check_all(family, delta_type, config, tmp_path, identity_atol=None)  all of the above
 
 Example:  check_all("bert", "adapter", {"modified_modules": ["output.dense"]}, tmp_path, identity_atol=0)
+
+Importing this module sets torch.set_num_threads(1) for the session (tiny models; see the note below).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from opendelta import AutoDeltaConfig, AutoDeltaModel, DeltaBase
 from opendelta.errors import DeltaStateError, HashMismatchError
 
 __all__ = ["make", "perturb", "check_attaches", "check_output_changes", "check_gradients", "check_training",
-           "check_trains_from_init", "check_detach_attach", "check_roundtrip", "check_hash_mismatch", "check_merge", "check_dtype",
+           "check_trains_from_init", "check_detach_attach", "check_roundtrip", "check_hash_mismatch", "check_merge",
+           "check_dtype",
            "check_all"]
 
 # Tiny models gain nothing from intra-op threads, and on a shared, busy CPU the thread pool makes every op

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import shared_tester  # noqa: F401  (single-threaded torch for these tiny models)
 import torch
 import torch.nn.functional as F
 from conftest import build, inputs_for, loss_of, run
@@ -136,8 +135,9 @@ def test_compacter_against_kron_reference(variant):
 
 
 def _rules(model):
+    layers = [model[i].compacter for i in (0, 2)]
     return [p._modules.get("phm_rule") or p._shared["phm_rule"]
-            for site in ("0", "2") for p in (model[int(site)].compacter.down_sampler, model[int(site)].compacter.up_sampler)]
+            for layer in layers for p in (layer.down_sampler, layer.up_sampler)]
 
 
 def test_compacter_sharing_is_real_sharing():
