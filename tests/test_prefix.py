@@ -17,8 +17,8 @@ from opendelta import AutoDeltaConfig, AutoDeltaModel, PrefixModel
 from opendelta.deltas import prefix as prefix_mod
 from opendelta.errors import DeltaStateError, UnsupportedModuleError
 
-TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "gpt2": ["attn"], "llama": ["self_attn"],
-           "bart": ["self_attn"], "t5v11": ["SelfAttention"]}
+TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "roberta": ["attention.self"], "gpt2": ["attn"],
+           "llama": ["self_attn"], "bart": ["self_attn"], "t5v11": ["SelfAttention"]}
 SMALL = {"prefix_token_num": 3, "embed_dim": 8, "mid_dim": 16}
 
 
@@ -39,9 +39,17 @@ def tiny_t5_v11():
     return transformers.T5ForConditionalGeneration(cfg)
 
 
+def tiny_roberta():
+    cfg = transformers.RobertaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2,
+                                     num_attention_heads=HEADS, intermediate_size=64, max_position_embeddings=72,
+                                     pad_token_id=1)
+    return transformers.RobertaForSequenceClassification(cfg)
+
+
 def make_model(family, seed=0):
     torch.manual_seed(seed)
-    model = {"bart": tiny_bart, "t5v11": tiny_t5_v11}.get(family, lambda: build(family, seed))()
+    builders = {"bart": tiny_bart, "t5v11": tiny_t5_v11, "roberta": tiny_roberta}
+    model = builders.get(family, lambda: build(family, seed))()
     return model.eval()
 
 
@@ -74,7 +82,7 @@ def test_shared_properties_without_reparameterization(tmp_path):
     check_all("llama", "prefix", {"modified_modules": TARGETS["llama"], **SMALL, "reparameterize": False}, tmp_path)
 
 
-@pytest.mark.parametrize("family", ["bart", "t5v11"])
+@pytest.mark.parametrize("family", ["bart", "t5v11", "roberta"])
 def test_train_detach_save_load(family, tmp_path):
     """The same properties on families the shared tester does not build (BART, T5 v1.1)."""
     model = make_model(family)
@@ -193,11 +201,12 @@ def test_generate_with_left_padding_matches_uncached_decode():
 
 
 # ----- a direct reference: softmax over [prefix_k; k] computed by hand --------------------------------------
-def test_bert_attention_matches_hand_computation():
-    model = make_model("bert")
-    delta = attach(model, "bert")
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_bert_attention_matches_hand_computation(family):
+    model = make_model(family)
+    delta = attach(model, family)
     perturb(delta)
-    attn = model.bert.encoder.layer[0].attention.self
+    attn = model.base_model.encoder.layer[0].attention.self
     h = torch.randn(2, 5, HIDDEN, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out, _ = attn(h)
@@ -337,3 +346,23 @@ def test_old_transformers_is_refused_clearly(monkeypatch):
     with pytest.raises(UnsupportedModuleError, match=r"transformers >= 5\.0 \(installed: 4\.45\.2\)"):
         attach(model, "gpt2")
     assert not any(m._forward_pre_hooks for m in model.modules())
+
+
+class _IgnoresCache(torch.nn.Module):
+    """Looks like an attention module (cache and mask arguments, head attributes) but never reads the cache."""
+
+    num_heads, head_dim = 2, 4
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, hidden_states, attention_mask=None, cache=None):
+        return self.proj(hidden_states)
+
+
+def test_module_that_ignores_the_cache_is_an_error_not_a_silent_no_op():
+    model = torch.nn.Sequential(_IgnoresCache())
+    PrefixModel(model, modified_modules=["0"], **SMALL)
+    with pytest.raises(UnsupportedModuleError, match="without reading its keys"):
+        model(torch.randn(1, 3, 8))

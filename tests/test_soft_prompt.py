@@ -13,7 +13,7 @@ from test_prefix import batch, greedy_by_hand, make_model
 from opendelta import AutoDeltaConfig, AutoDeltaModel, SoftPromptModel
 from opendelta.errors import DeltaStateError, ModuleMatchError, UnsupportedModuleError
 
-TARGETS = {"t5": ["shared"], "bert": ["word_embeddings"], "gpt2": ["wte"], "llama": ["embed_tokens"],
+TARGETS = {"t5": ["shared"], "bert": ["word_embeddings"], "roberta": ["word_embeddings"], "gpt2": ["wte"], "llama": ["embed_tokens"],
            "bart": ["model.shared"]}
 ENC_DEC = ("t5", "bart")
 P = 4
@@ -80,7 +80,7 @@ def test_bart_train_detach_save_load(tmp_path):
 
 
 # ----- the math: equal to the plain backbone on embeddings prepended by hand ------------------------------
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "t5", "bart"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta", "t5", "bart"])
 def test_equals_backbone_on_prepended_embeddings(family):
     model = make_model(family)
     x = inputs(family)
@@ -101,7 +101,7 @@ def test_equals_backbone_on_prepended_embeddings(family):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "t5", "bart"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta", "t5", "bart"])
 def test_input_ids_or_embeds_with_or_without_mask(family):
     model = make_model(family)
     attach(model, family)

@@ -23,7 +23,8 @@ Rotary models (Llama): `update` receives keys after the rotary embedding was app
 the rotated space and are never rotated: they act as position-free memory slots, identical at every decoding
 step and in every forward, which keeps the cached and uncached paths consistent. Grouped-query attention: the
 prefix has one vector per key/value head, and the attention kernels repeat it like real keys.
-Self-attention only: cross-attention reuses cached encoder keys without calling `update`.
+Self-attention only: cross-attention reuses cached encoder keys without calling `update`. An addressed module
+whose forward never called `update` raises UnsupportedModuleError after it ran (never a silent no-op).
 """
 
 from __future__ import annotations
@@ -118,9 +119,11 @@ class _PrefixedCache:
 
     def __init__(self, inner: Any, key: torch.Tensor, value: torch.Tensor, where: str) -> None:
         self._inner, self._key, self._value, self._where = inner, key, value, where
+        self.used = False  # set by update(): the module really read its keys through the cache
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int | None = None,
                *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        self.used = True
         if self._inner is not None:
             key_states, value_states = self._inner.update(key_states, value_states, layer_idx, *args, **kwargs)
         expected = (self._key.shape[0], self._key.shape[2])
@@ -275,6 +278,7 @@ class PrefixModel(DeltaBase):
         mask_arg = next(a for a in _MASK_ARGS if a in params)
         has_bias = "position_bias" in params
         tokens = cfg.prefix_token_num
+        current: list[_PrefixedCache | None] = [None]
 
         def add_prefix(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             call = _CallArgs(positional, args, kwargs)
@@ -290,7 +294,8 @@ class PrefixModel(DeltaBase):
             past = int(inner.get_seq_length(layer_idx if layer_idx is not None else 0)) if inner is not None else 0
             q_len = hidden.shape[1]
             key, value = layer()
-            call.set(cache_arg, _PrefixedCache(inner, key, value, site.name))
+            current[0] = _PrefixedCache(inner, key, value, site.name)
+            call.set(cache_arg, current[0])
             is_causal = kwargs.get("is_causal")
             is_causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
             # with no mask, sdpa is causal for multi-token queries of a causal module; eager does not mask at all
@@ -301,14 +306,18 @@ class PrefixModel(DeltaBase):
                 _pad_position_bias(module, call, tokens, q_len, past)
             return tuple(call.args), call.kwargs
 
-        site.on_input(add_prefix, with_kwargs=True)
-        if has_bias:
-            def strip_bias(module: nn.Module, args: tuple, output: Any) -> Any:
-                if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
-                    return (output[0], output[1][..., tokens:], *output[2:])
-                return output
+        def check_and_strip(module: nn.Module, args: tuple, output: Any) -> Any:
+            used, current[0] = current[0] is not None and current[0].used, None
+            if not used:  # never a silent no-op
+                raise UnsupportedModuleError(
+                    f"prefix on {site.name!r}: {type(module).__name__} computed attention without reading its keys "
+                    f"through the cache's update(), so the prefix could not be added. This module is not supported.")
+            if has_bias and isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
+                return (output[0], output[1][..., tokens:], *output[2:])  # hand on the real-length position bias
+            return output
 
-            site.on_output(strip_bias)
+        site.on_input(add_prefix, with_kwargs=True)
+        site.on_output(check_and_strip)
 
     def build_model_sites(self) -> list[Site]:
         if self._trunk is None:
