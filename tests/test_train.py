@@ -150,6 +150,14 @@ def test_empty_or_unlabelled_file(backbone, tmp_path, capsys, content, message):
     assert "DataError" in err and message in err
 
 
+def test_empty_split_and_bad_numbers(backbone, reviews_csv, tmp_path, capsys):
+    assert train.main(_args(backbone, reviews_csv, tmp_path / "o", "--validation-size", "0")) == 1
+    assert "DataError" in _error_line(capsys)
+    with pytest.raises(SystemExit) as exc:
+        train.main(_args(backbone, reviews_csv, tmp_path / "o", "--epochs", "0"))
+    assert exc.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
+
+
 def test_unknown_delta_type_and_missing_file(backbone, reviews_csv, tmp_path, capsys):
     assert train.main(_args(backbone, reviews_csv, tmp_path / "o", "--delta", "lorra")) == 1
     err = _error_line(capsys)

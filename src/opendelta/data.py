@@ -251,6 +251,9 @@ def load_splits(data: str | Path | None = None, *, text_column: str = DEFAULT_TE
         if train_subset < 1:
             raise DataError(f"--train-subset must be >= 1, got {train_subset}.")
         train = train[:train_subset]
+    for split in ("validation", "test"):
+        if not parts[split]:
+            raise DataError(f"The {split} split is empty; give it rows (--{split}-size > 0 or --{split}-data).")
     labels = check_labels(train, validation=parts["validation"], test=parts["test"])
     splits = Splits(train, parts["validation"], parts["test"], labels)
     logger.info("data %s: %s, labels %s", data, splits.sizes(), labels)
@@ -279,11 +282,31 @@ class PadCollator:
         return {**batch, "labels": labels}
 
 
+def _length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
+                            group: int = 50) -> list[list[int]]:
+    """Shuffled batches of indices whose examples have similar lengths (less padding to compute).
+
+    The order is shuffled, cut into groups of `group` batches, each group is sorted by length and cut into
+    batches, and the batches are shuffled: every epoch differs, yet a batch rarely pads far.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    span = batch_size * group
+    batches = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def loader(examples: list[dict[str, Any]], tokenizer: Any, batch_size: int, shuffle: bool,
            seed: int = 0) -> torch.utils.data.DataLoader:
-    """Batches of `examples`; evaluation (shuffle=False) sorts by length so little padding is computed."""
-    if not shuffle:
-        examples = sorted(examples, key=lambda e: len(e["input_ids"]))
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(examples, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       collate_fn=PadCollator(tokenizer))
+    """Batches of `examples` padded per batch. Training batches (shuffle=True) are shuffled with `seed` and
+    grouped by length; evaluation batches are sorted by length."""
+    collate = PadCollator(tokenizer)
+    lengths = [len(e["input_ids"]) for e in examples]
+    if shuffle:
+        batches = _length_grouped_batches(lengths, batch_size, torch.Generator().manual_seed(seed))
+    else:
+        order = sorted(range(len(examples)), key=lambda i: lengths[i])
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return torch.utils.data.DataLoader(examples, batch_sampler=batches, collate_fn=collate)

