@@ -100,15 +100,19 @@ def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     directory = Path(directory)
     st = directory / WEIGHTS_NAME
     if st.is_file():
-        try:
-            return load_file(str(st))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"Cannot read {str(st)!r}: {exc}.") from None
+        return load_safetensors(st)
     legacy = directory / LEGACY_WEIGHTS_NAME
     if legacy.is_file():
         return load_legacy_bin(legacy)
     raise CheckpointError(
         f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME}).")
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"Cannot read {str(path)!r}: {exc}.") from None
 
 
 def load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:

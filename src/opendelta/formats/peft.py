@@ -129,12 +129,7 @@ def load_weights(folder: Path, config: dict[str, Any]) -> dict[str, torch.Tensor
     """The adapter's tensors renamed to our layout."""
     st, bin_ = (folder / n for n in WEIGHTS_NAMES)
     if st.is_file():
-        try:
-            from safetensors.torch import load_file
-
-            raw = load_file(str(st))
-        except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"Cannot read {str(st)!r}: {exc}.") from None
+        raw = ckpt.load_safetensors(st)
     elif bin_.is_file():
         raw = ckpt.load_legacy_bin(bin_)
     else:
