@@ -40,6 +40,14 @@ def _peft_adapter(family: str, folder, **overrides):
     return ref
 
 
+def _output_in_peft(folder, family: str) -> torch.Tensor:
+    """The output of a fresh backbone with the adapter in `folder` loaded by PEFT itself."""
+    model = peft.PeftModel.from_pretrained(build(family), folder)
+    model.eval()
+    with torch.no_grad():
+        return run(model, family, inputs_for(family))
+
+
 @pytest.mark.parametrize("rslora", [False, True])
 @pytest.mark.parametrize("family", list(CASES))
 def test_round_trip_peft_opendelta_peft(family, rslora, tmp_path):
@@ -57,10 +65,7 @@ def test_round_trip_peft_opendelta_peft(family, rslora, tmp_path):
         torch.testing.assert_close(run(model, family, x), ref, atol=1e-5, rtol=0)
 
     delta.save_finetuned(tmp_path / "ours-as-peft", format="peft")
-    back = peft.PeftModel.from_pretrained(build(family), tmp_path / "ours-as-peft")
-    back.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(run(back, family, x), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_output_in_peft(tmp_path / "ours-as-peft", family), ref, atol=1e-5, rtol=0)
     written = json.loads((tmp_path / "ours-as-peft" / "adapter_config.json").read_text())
     target = written["target_modules"]
     # the user's addressing survives
@@ -116,10 +121,7 @@ def test_our_lora_saved_as_peft_loads_in_peft(tmp_path):
     cfg = json.loads((tmp_path / "p" / "adapter_config.json").read_text())
     assert cfg["target_modules"] == delta.modified_module_names  # a regex we cannot hand to PEFT: exact names
     assert cfg["modules_to_save"] == ["classifier"]
-    back = peft.PeftModel.from_pretrained(build("bert"), tmp_path / "p")
-    back.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(run(back, "bert", x), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_output_in_peft(tmp_path / "p", "bert"), ref, atol=1e-5, rtol=0)
     assert "lora" in (tmp_path / "p" / "README.md").read_text() and "library_name: peft" in (
         tmp_path / "p" / "README.md").read_text()
 
@@ -190,10 +192,7 @@ def test_ia3_round_trip_peft_opendelta_peft(family, tmp_path):
         torch.testing.assert_close(run(model, family, x), ref, atol=1e-5, rtol=0)
 
     delta.save_finetuned(tmp_path / "back", format="peft")
-    back = peft.PeftModel.from_pretrained(build(family), tmp_path / "back")
-    back.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(run(back, family, x), ref, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_output_in_peft(tmp_path / "back", family), ref, atol=1e-5, rtol=0)
 
 
 def test_only_lora_and_ia3_export_to_peft(tmp_path):
