@@ -141,6 +141,16 @@ def test_show_errors(files, capsys):
     assert_one_line_error(inprocess(capsys, "show", "--config", "bert", "--save", "x.png"), 2, "show", ".svg")
 
 
+def test_verbosity_flags_before_or_after_the_command(tmp_path, capsys):
+    config = tmp_path / "lora.json"
+    config.write_text(json.dumps({"delta_type": "lora", "modified_modules": ["query"]}))
+    loud = inprocess(capsys, "-v", "show", "--config", "bert", "--delta", config, "--max-depth", "1")
+    assert loud.returncode == 0 and "opendelta: lora attached to 2 module(s)" in loud.stderr
+    assert "lora attached" in inprocess(capsys, "show", "--config", "bert", "--delta", config, "-v").stderr
+    quiet = inprocess(capsys, "show", "--config", "bert", "--delta", config, "-q")
+    assert quiet.returncode == 0 and quiet.stderr == "" and "bert-tiny (BertForSequenceClassification)" in quiet.stdout
+
+
 # ----- inspect ----------------------------------------------------------------------------------------------
 def test_inspect_prints_config_tensors_and_hash(files):
     proc = opendelta("inspect", files["ckpt"])

@@ -254,7 +254,7 @@ class Visualization:
     @staticmethod
     def _label(members: list[_Node], opts: _Options) -> Text:
         node = members[0]
-        text = Text(no_wrap=False)
+        text = Text()
         text.append(_compress_names([m.name for m in members]), style=STYLE_DELTA if node.delta else STYLE_MODULE)
         text.append(f" ({node.cls})", style=STYLE_DELTA if node.delta else "")
         params = [p for p in node.params if not opts.only_trainable or (p.trainable and p.tied_to is None)]
