@@ -24,7 +24,7 @@ from .config import DeltaConfig
 from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError,
                      ModuleMatchError, UnsupportedModuleError)
 from .fingerprint import ALGORITHM, Fingerprint, fingerprint_model
-from .matching import DELTA_MARKER, find_modules, is_delta_layer, name_matches
+from .matching import DELTA_MARKER, is_delta_layer, name_matches
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stats import ModelStats
