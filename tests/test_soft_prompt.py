@@ -240,6 +240,19 @@ def test_non_transformers_model_is_refused():
         SoftPromptModel(torch.nn.Sequential(torch.nn.Embedding(10, 4)), modified_modules=["0"], soft_token_num=2)
 
 
+def test_cached_length_reads_cache_objects_and_legacy_tuples():
+    from transformers import DynamicCache
+
+    from opendelta.deltas.soft_prompt import _cached_length
+
+    kv = torch.zeros(1, 2, 5, 4)
+    assert _cached_length(((kv, kv), (kv, kv))) == 5  # transformers 4.x legacy format
+    cache = DynamicCache()
+    assert _cached_length(cache) == 0 and _cached_length(None) == 0
+    cache.update(kv, kv, 0)
+    assert _cached_length(cache) == 5
+
+
 def test_four_d_mask_is_refused():
     model = build("gpt2")
     attach(model, "gpt2")

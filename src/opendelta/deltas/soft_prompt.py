@@ -12,7 +12,8 @@ masks and caches downstream are computed by the model itself for the longer sequ
     put in front of `inputs_embeds`, `attention_mask` gets visible columns, `token_type_ids` zeros, sequence
     `labels` -100 and given `position_ids` are shifted. With a cache that already holds tokens (later
     `generate()` steps), nothing is prepended: the cache holds the prompt from the first step, so only the
-    mask is widened and given position ids shifted (they count real tokens, as generate() computes them).
+    mask is widened and given position ids shifted (they count real tokens, as generate() computes them;
+    `cache_position`, which transformers 4.x passes, is shifted the same way; legacy tuple caches are read).
     Sequence-aligned outputs (`logits`, `last_hidden_state`) are cut back to the real tokens, so outputs line
     up with the caller's tokens; `hidden_states` / `attentions` keep the prompt positions.
   * encoder-decoder models: the hook sits on the encoder (which `generate()` calls directly), and a hook on
@@ -89,7 +90,7 @@ class _Prepender:
 
     def _past(self, call: _CallArgs) -> int:
         cache = next((call.get(a) for a in _CACHE_ARGS if a in self.params and call.get(a) is not None), None)
-        return int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
+        return _cached_length(cache)
 
     def _widen(self, call: _CallArgs, name: str, value: float) -> None:
         t = call.get(name)
@@ -114,8 +115,9 @@ class _Prepender:
         if past > 0:  # the cache holds the prompt already: only widen the mask and shift given positions
             if mask is not None and mask.shape[1] == past + seq - self.tokens:
                 self._widen(call, "attention_mask", 1)
-            if call.get("position_ids") is not None:
-                call.set("position_ids", call.get("position_ids") + self.tokens)
+            for name in ("position_ids", "cache_position"):  # cache_position: transformers 4.x
+                if call.get(name) is not None:
+                    call.set(name, call.get(name) + self.tokens)
             return
         if embeds is None:
             embeds = self.embedding(ids)
@@ -125,10 +127,11 @@ class _Prepender:
         if mask is not None and mask.shape[1] == seq:
             self._widen(call, "attention_mask", 1)
         self._widen(call, "token_type_ids", 0)
-        pos = call.get("position_ids")
-        if pos is not None:
-            front = torch.arange(self.tokens, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], -1)
-            call.set("position_ids", torch.cat([front, pos + self.tokens], dim=-1))
+        for name in ("position_ids", "cache_position"):
+            pos = call.get(name)
+            if pos is not None:
+                front = torch.arange(self.tokens, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], -1)
+                call.set(name, torch.cat([front, pos + self.tokens], dim=-1))
         y = call.get("labels") if labels and "labels" in self.params else None
         if y is not None and y.dim() >= 2 and y.shape[1] == seq:
             self._widen(call, "labels", -100)
@@ -144,6 +147,15 @@ class _Prepender:
             if isinstance(t, torch.Tensor) and t.dim() >= 3 and t.shape[1] == n:
                 output[key] = t[:, self.tokens:]
         return output
+
+
+def _cached_length(cache: Any) -> int:
+    """Tokens a cache holds: a Cache object, or the legacy tuple of (key, value) per layer of transformers 4.x."""
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
+        return int(cache[0][0].shape[-2])
+    return 0
 
 
 @register_delta("soft_prompt")
