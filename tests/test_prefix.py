@@ -366,3 +366,16 @@ def test_module_that_ignores_the_cache_is_an_error_not_a_silent_no_op():
     PrefixModel(model, modified_modules=["0"], **SMALL)
     with pytest.raises(UnsupportedModuleError, match="without reading its keys"):
         model(torch.randn(1, 3, 8))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "t5"])
+def test_beam_search_cached_equals_uncached(family):
+    """Beam search reorders the cache between steps: with and without a cache it must pick the same beams."""
+    model = make_model(family)
+    perturb(attach(model, family), scale=1.0)
+    x = batch(family)
+    kw = dict(input_ids=x["input_ids"], attention_mask=torch.ones_like(x["input_ids"]), max_new_tokens=5,
+              num_beams=3, do_sample=False, eos_token_id=None, output_scores=True, return_dict_in_generate=True)
+    cached, uncached = model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-4, atol=1e-5)

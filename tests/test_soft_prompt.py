@@ -258,3 +258,18 @@ def test_four_d_mask_is_refused():
     attach(model, "gpt2")
     with pytest.raises(UnsupportedModuleError, match="2-D attention_mask"):
         model(input_ids=torch.ones(1, 3, dtype=torch.long), attention_mask=torch.ones(1, 1, 3, 3))
+
+
+@pytest.mark.parametrize("family", ["llama", "bart"])
+def test_beam_search_cached_equals_uncached(family):
+    """Beam search reorders the cache between steps: with and without a cache it must pick the same beams."""
+    model = make_model(family)
+    delta = attach(model, family)
+    with torch.no_grad():
+        delta.sites[0].module.soft_prompt.soft_embeds.mul_(3.0)
+    ids = inputs(family)["input_ids"]
+    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, num_beams=3, do_sample=False,
+              eos_token_id=None, output_scores=True, return_dict_in_generate=True)
+    cached, uncached = model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-4, atol=1e-5)
