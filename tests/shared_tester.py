@@ -26,8 +26,6 @@ API (every function takes the same three leading arguments and raises AssertionE
     check_all(family, delta_type, config, tmp_path, identity_atol=None)  all of the above
 
 Example:  check_all("bert", "adapter", {"modified_modules": ["output.dense"]}, tmp_path, identity_atol=0)
-
-Importing this module sets torch.set_num_threads(1) for the session (tiny models; see the note below).
 """
 
 from __future__ import annotations
@@ -46,10 +44,6 @@ __all__ = ["make", "perturb", "check_attaches", "check_output_changes", "check_g
            "check_trains_from_init", "check_detach_attach", "check_roundtrip", "check_hash_mismatch", "check_merge",
            "check_dtype",
            "check_all"]
-
-# Tiny models gain nothing from intra-op threads, and on a shared, busy CPU the thread pool makes every op
-# ~10x slower (measured: the six zoo types on GPT-2 take 1.9 s with 1 thread, 29 s with 2 under load).
-torch.set_num_threads(1)
 
 CHANGE_TOL = 1e-6  # an output "changed" when some element moved by more than this (tiny BERT logits are ~1e-2)
 

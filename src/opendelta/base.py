@@ -8,7 +8,6 @@ backbone keeps its classes, forward signatures and the state_dict keys of its ow
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,9 +300,7 @@ class DeltaBase:
         for pname, _ in self.backbone_model.named_parameters():
             if _inside(pname, prefixes):
                 continue
-            owner = pname.rsplit(".", 1)[0] if "." in pname else ""
-            if any(name_matches(pname, p) or (owner and name_matches(owner, p)) or _owned_by(pname, p)
-                   for p in patterns):
+            if any(name_matches(pname, p) or _owned_by(pname, p) for p in patterns):
                 names.append(pname)
         return names
 
