@@ -66,6 +66,14 @@ class LoraLayer(nn.Module):
         # scaling the rank-r intermediate is far cheaper than scaling the full-width output
         return F.linear(F.linear(x, self.lora_A) * self.scaling, self.lora_B)
 
+    def add_to(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`output + self(x)` with the final matmul and the addition fused (one pass over the output)."""
+        if self.dropout is not None:
+            x = self.dropout(x)
+        h = F.linear(x, self.lora_A) * self.scaling
+        flat = torch.addmm(output.reshape(-1, output.shape[-1]), h.reshape(-1, self.r), self.lora_B.t())
+        return flat.view(output.shape)
+
     def delta_weight(self) -> torch.Tensor:
         """The update in Linear layout (out_features, in_features)."""
         return (self.lora_B @ self.lora_A) * self.scaling
@@ -97,6 +105,6 @@ class LoraModel(DeltaBase):
                                                  rslora=cfg.lora_scaling == "rslora", **site.factory_kwargs()))
 
         def add_update(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return output + layer(args[0])
+            return layer.add_to(output, args[0])
 
         site.on_output(add_update)
