@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ._logging import logger
+from .checkpoint import read_json_object
 
 PROG = "opendelta"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -182,16 +183,6 @@ def _checkpoint(text: str) -> str:
     return text
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CliError(f"{what} {str(path)!r} is not valid JSON: {exc}.") from None
-    if not isinstance(data, dict):
-        raise CliError(f"{what} {str(path)!r} must hold a JSON object, found {type(data).__name__}.")
-    return data
-
-
 def _model_config(model_dir: Path) -> Any:
     """The transformers config of a model folder, with a clear error when it is not one."""
     import transformers
@@ -199,7 +190,7 @@ def _model_config(model_dir: Path) -> Any:
     if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
         raise CliError(f"{str(model_dir)!r} is not a transformers model folder (no config.json); "
                        f"save one with `model.save_pretrained(folder)`.")
-    if "delta_type" in _read_json(model_dir / "config.json", "The config"):
+    if "delta_type" in read_json_object(model_dir / "config.json"):
         raise CliError(f"{str(model_dir)!r} is a delta checkpoint, not a model folder; pass the backbone's "
                        f"folder and the checkpoint as `--delta {model_dir}` (show) or CKPT (merge).")
     try:
@@ -238,7 +229,7 @@ def _delta_config(path: Path) -> Any:
     from .auto import AutoDeltaConfig
     from .formats import open_checkpoint
 
-    data = open_checkpoint(path, config_only=True).config if path.is_dir() else _read_json(path, "Delta config")
+    data = open_checkpoint(path, config_only=True).config if path.is_dir() else read_json_object(path)
     return AutoDeltaConfig.from_dict(data)
 
 

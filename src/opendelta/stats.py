@@ -7,6 +7,7 @@ accelerator memory; and the contents of a saved delta checkpoint, read without a
 
 from __future__ import annotations
 
+import math
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -176,10 +177,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass

@@ -11,6 +11,7 @@ Tied parameters appear once; later owners point at the first (`weight → model.
 
 from __future__ import annotations
 
+import math
 import io
 import re
 from dataclasses import dataclass, field
@@ -46,10 +47,7 @@ class _Param:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
