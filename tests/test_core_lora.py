@@ -328,3 +328,26 @@ def test_visualization_folds_and_marks_deltas():
     text = Visualization(bert).to_text()
     assert "0-1 (BertLayer)" in text
     assert "query,key,value (Linear)" in text
+
+
+def test_merge_and_unload_leaves_a_plain_model():
+    model, delta = make("bert")
+    delta.freeze_module()
+    with torch.no_grad():
+        for p in delta.delta_parameters():
+            p.normal_(std=0.1)
+    x = inputs_for("bert")
+    with torch.no_grad():
+        expected = run(model, "bert", x)
+    assert delta.merge_and_unload() is model
+    assert not any(".lora." in k for k in model.state_dict())
+    assert not any(m._forward_hooks for m in model.modules())
+    assert "bert.embeddings.word_embeddings.weight" in model.state_dict()  # the trainable-only filter is gone
+    with torch.no_grad():
+        torch.testing.assert_close(run(model, "bert", x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DeltaStateError):
+        delta.detach()
+    with pytest.raises(DeltaStateError, match="ia3"):
+        from opendelta import AdapterModel
+
+        AdapterModel(build("bert"), modified_modules=["output.dense"]).merge_and_unload()

@@ -272,6 +272,22 @@ class DeltaBase:
                 site.register_hooks()
         self._merged = False
 
+    def merge_and_unload(self) -> nn.Module:
+        """Merge the delta into the weights and remove its layers and hooks for good.
+
+        The backbone becomes a plain model (no delta keys in its state_dict, loads without opendelta); this
+        delta object is then empty. Returns the backbone.
+        """
+        self.merge()
+        for site in self.sites:
+            site.deactivate()
+        if self._state_dict_hook is not None:
+            self._state_dict_hook.remove()
+            self._state_dict_hook = None
+        self.sites = []
+        self._attached = self._merged = False
+        return self.backbone_model
+
     def _check_mergeable(self, what: str) -> None:
         if not self.mergeable:
             raise DeltaStateError(

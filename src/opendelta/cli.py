@@ -419,14 +419,13 @@ def _merge(args: argparse.Namespace) -> int:
     config = _model_config(backbone_dir)
     model = _model_class(config).from_pretrained(str(backbone_dir))
     delta = AutoDeltaModel.from_finetuned(ckpt, backbone_model=model, check_hash=not args.no_check_hash)
-    delta.merge()
-    for site in delta.sites:  # the update now lives in the weights: drop our child layers for good
-        site.deactivate()
+    n_sites = len(delta.modified_module_names)
+    delta.merge_and_unload()
     leftover = [n for n, m in model.named_modules() if is_delta_layer(m)]
     if leftover:  # pragma: no cover - guards the invariant the saved model relies on
         raise CliError(f"delta layers remain after merging ({leftover[:3]}); nothing was written.")
     _write_model_dir(out, model, backbone_dir, args.overwrite)
-    print(f"merged {delta_class.delta_type} ({len(delta.sites)} modules) into {type(model).__name__}; "
+    print(f"merged {delta_class.delta_type} ({n_sites} modules) into {type(model).__name__}; "
           f"wrote {out} (loads with transformers alone)")
     return EXIT_OK
 
