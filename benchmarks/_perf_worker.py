@@ -51,7 +51,7 @@ CONFIGS = {
     "adapter": {"modified_modules": ATTN_OUT + FF_OUT, "bottleneck_dim": 24},
     "low_rank_adapter": {"modified_modules": ATTN_OUT + FF_OUT},
     "compacter": {"modified_modules": ATTN_OUT + FF_OUT},
-    "parallel_adapter": {"modified_modules": FF_IN, "bottleneck_dim": 24},
+    "parallel_adapter": {"modified_modules": ATTN_OUT, "bottleneck_dim": 24},  # 0.3.2 needs in == out
     "prefix": {"modified_modules": SELF_ATTN},
     "soft_prompt": {"soft_token_num": 100},
     "bitfit": {"modified_modules": QUERY + VALUE + ATTN_OUT + FF_IN + FF_OUT},
