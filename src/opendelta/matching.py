@@ -20,7 +20,8 @@ DELTA_MARKER = "_opendelta_delta_layer"
 
 
 def is_delta_layer(module: nn.Module) -> bool:
-    return getattr(module, DELTA_MARKER, False)
+    # the marker is a plain attribute, so it lives in __dict__ (getattr would go through Module.__getattr__)
+    return module.__dict__.get(DELTA_MARKER, False)
 
 
 def _suffix_starts(name: str) -> Iterator[int]:
@@ -54,7 +55,7 @@ def named_backbone_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         prefix, module = stack.pop()
         if prefix:
             yield prefix, module
-        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in module.named_children()
+        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in module._modules.items()
                     if c is not None and not is_delta_layer(c)]
         stack.extend(reversed(children))
 
