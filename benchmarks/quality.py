@@ -142,15 +142,21 @@ def quality_table(rows: list[dict]) -> str:
         lines.append(
             f"| {method} | {r0['lr']:g} | {100 * mean:.2f} ± {100 * std:.2f} | {vs} | "
             f"{r0['trainable_params']:,} ({100 * r0['trainable_ratio']:.3f}%) | {delta} | "
-            f"{ckpt / 1e6:.2f} MB ({100 * ckpt / r0['backbone_bytes']:.2f}%) | "
+            f"{ckpt / 1e6:.3f} MB ({100 * ckpt / r0['backbone_bytes']:.3f}%) | "
             f"{statistics.mean(r['train_seconds_per_epoch'] for r in rs):.0f} | {len(rs)} |")
     return "\n".join(lines)
 
 
 def sweep_table(rows: list[dict]) -> str:
+    """Validation accuracy per (method, lr); the best lr of each method in bold."""
+    best: dict[str, float] = {}
+    for r in rows:
+        best[r["method"]] = max(best.get(r["method"], -1.0), max(r["validation_accuracy"]))
     lines = ["| method | lr | validation accuracy (per epoch) |", "|---|---:|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['lr']:g} | {', '.join(f'{a:.4f}' for a in r['validation_accuracy'])} |")
+        accs = ", ".join(f"{a:.4f}" for a in r["validation_accuracy"])
+        mark = "**" if max(r["validation_accuracy"]) == best[r["method"]] else ""
+        lines.append(f"| {r['method']} | {mark}{r['lr']:g}{mark} | {mark}{accs}{mark} |")
     return "\n".join(lines)
 
 
