@@ -530,7 +530,7 @@ def summary_table(result: TrainResult) -> Any:
               + f" (best: epoch {result.best_epoch})")
     t.add_row("test accuracy (reloaded from disk)", f"[bold green]{result.test_accuracy:.4f}")
     t.add_row("checkpoint size vs backbone", f"{_mb(result.checkpoint_bytes)} vs {_mb(result.backbone_bytes)} "
-                                             f"({100 * result.checkpoint_bytes / max(result.backbone_bytes, 1):.2f}%)")
+                                             f"({100 * result.checkpoint_bytes / max(result.backbone_bytes, 1):.3f}%)")
     t.add_row("train time per epoch", f"{result.train_seconds_per_epoch:.1f} s "
                                       f"({result.train_examples_per_second:.0f} examples/s)")
     t.add_row("checkpoint", result.output)
