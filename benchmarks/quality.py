@@ -112,7 +112,8 @@ def _run_one(method: str, seed: int, lr: float, args: argparse.Namespace, prepar
     attach = peft_lora() if method == PEFT_LORA else None
     start = time.perf_counter()
     result = T.run(cfg, prepared=prepared, attach=attach)
-    row = {**result.to_dict(), "method": method, "seed": seed, "wall_seconds": time.perf_counter() - start}
+    row = {**result.to_dict(), "method": method, "seed": seed, "wall_seconds": time.perf_counter() - start,
+           "settings": {k: v for k, v in vars(cfg).items() if k not in ("output", "progress")}}
     print(f"{method:>18} seed {seed} lr {lr:g}: validation {row['validation_accuracy']} test "
           f"{row['test_accuracy']:.4f}  trainable {row['trainable_params']:,}  ckpt {row['checkpoint_bytes']:,} B  "
           f"{row['train_seconds_per_epoch']:.0f} s/epoch", flush=True)
@@ -243,12 +244,22 @@ def _from_runs(args: argparse.Namespace) -> int:
     rows = [r for r in rows if not r.get("sweep")]
     order = {m: i for i, m in enumerate([T.FULL, *DELTA_ORDER, PEFT_LORA])}
     rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["seed"]))
+    budgets: dict[tuple[int, int], list[dict]] = {}
+    for r in rows:
+        budgets.setdefault((r["split_sizes"]["train"], r["epochs"]), []).append(r)
+    for (subset, epochs), group in budgets.items():
+        print(f"train subset {subset}, {epochs} epoch(s):")
+        print(quality_table(group))
+    if len(budgets) > 1 and not args.no_write:
+        print("note: runs of several budgets; RESULTS.md not written (pass the runs of one budget)")
+        return 1
     table = quality_table(rows)
-    print(table)
     if not args.no_write:
-        first = rows[0]["settings"]
-        args.train_subset, args.epochs = first["train_subset"], first["epochs"]
-        args.batch_size, args.max_length, args.bf16 = first["batch_size"], first["max_length"], first["bf16"]
+        first = rows[0]
+        args.train_subset, args.epochs, args.bf16 = first["split_sizes"]["train"], first["epochs"], first["bf16"]
+        settings = first.get("settings", {})
+        args.batch_size = settings.get("batch_size", args.batch_size)
+        args.max_length = settings.get("max_length", args.max_length)
         args.seeds = sorted({r["seed"] for r in rows})
         minutes = sum(r["wall_seconds"] for r in rows) / 60
         timing = f"{minutes:.0f} min of run time summed over {len(rows)} runs in {len(args.from_runs)} processes"
@@ -263,12 +274,12 @@ def _sweep_report(args: argparse.Namespace) -> str:
     rows = [json.loads(line) for path in args.sweep_runs for line in Path(path).read_text().splitlines() if line]
     order = {m: i for i, m in enumerate([T.FULL, *DELTA_ORDER])}
     rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["lr"]))
-    s = rows[0]["settings"]
+    r0 = rows[0]
     return (f"\n### Learning-rate sweep (validation split only)\n\nEach method's default learning rate "
             f"(`DEFAULT_LEARNING_RATES` in src/opendelta/train.py) is the best of these on the validation split "
-            f"({rows[0]['split_sizes']['validation']} rows); the test split was not looked at. Train subset "
-            f"{s['train_subset']}, {s['epochs']} epoch, seed {s['seed']}, max length {s['max_length']}"
-            f"{', bf16 autocast' if s['bf16'] else ''}. Command: `{args.sweep_command or 'see above'}`.\n\n"
+            f"({r0['split_sizes']['validation']} rows); the test split was not looked at. Train subset "
+            f"{r0['split_sizes']['train']}, {r0['epochs']} epoch(s), seed {r0['seed']}"
+            f"{', bf16 autocast' if r0.get('bf16') else ''}. Command: `{args.sweep_command or 'see above'}`.\n\n"
             f"{sweep_table(rows)}\n")
 
 
