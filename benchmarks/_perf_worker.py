@@ -64,6 +64,8 @@ def _attach(delta_type: str, model: torch.nn.Module):
     cfg = dict(CONFIGS[delta_type])
     if delta_type == "soft_prompt" and not IS_OURS:
         cfg["modified_modules"] = ["root"]
+    if delta_type == "parallel_adapter" and not IS_OURS:  # 0.3.2 reads its entries as (input, output) pairs
+        cfg["modified_modules"] = [n for n in cfg["modified_modules"] for _ in range(2)]
     config = AutoDeltaConfig.from_dict({"delta_type": delta_type, **cfg})
     delta = AutoDeltaModel.from_config(config, backbone_model=model)
     delta.freeze_module(exclude=["deltas", "classifier"], set_state_dict=False)
