@@ -26,5 +26,10 @@ DEMO_ARGS ?= --delta lora --train-subset 3000 --epochs 2 --threads 1 --output ru
 demo: $(VENV)/.installed
 	$(PY) -m opendelta train $(DEMO_ARGS)
 
+# speed / memory / size against PEFT (see benchmarks/perf.py for the OpenDelta 0.3.2 rows' extra setup)
+bench: $(VENV)/.installed
+	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/perf.py
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
