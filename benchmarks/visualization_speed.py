@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from opendelta import LoraModel, Visualization, inspect
-from opendelta.cli import llama_1b_config
+from opendelta.app.cli import llama_1b_config
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

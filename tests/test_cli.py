@@ -18,8 +18,9 @@ import torch
 from conftest import build, inputs_for, run
 from safetensors import safe_open
 
-from opendelta import AutoDeltaModel, LoraModel, cli
-from opendelta.auto import get_delta_class, registered_delta_types
+from opendelta import AutoDeltaModel, LoraModel
+from opendelta.app import cli
+from opendelta.registry import get_delta_class, registered_delta_types
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "COLUMNS": "200"}
 

@@ -276,7 +276,7 @@ def test_load_errors(tmp_path):
 
 
 def test_atomic_save_keeps_old_checkpoint_on_failure(tmp_ckpt, monkeypatch):
-    import opendelta.checkpoint as ckpt
+    import opendelta.io as ckpt
 
     model, delta = make("toy")
     delta.save_finetuned(tmp_ckpt)

@@ -19,7 +19,8 @@ from huggingface_hub import HfApi, constants
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraConfig, LoraModel
 from opendelta.errors import CheckpointError
-from opendelta.hub import CARD_MARKER, split_hub_options
+from opendelta.hub import split_hub_options
+from opendelta.publishing import CARD_MARKER
 
 TARGETS = ["SelfAttention.q", "SelfAttention.v"]
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, Visualization, registered_delta_types
 from opendelta.errors import ModuleMatchError, UnsupportedModuleError
-from opendelta.structures import (ALL_LINEAR, DEFAULT_MODULES, FAMILIES as MAPS, common_names, default_settings,
-                                 find_targets)
+from opendelta.registry import get_delta_class
+from opendelta.structures import ALL_LINEAR, FAMILIES as MAPS, common_names, default_settings, find_targets
 
 # Where one block's modules live (raw names, written from each tiny model's named_modules()).
 BLOCK = {
@@ -112,7 +112,7 @@ def test_default_modules_per_family_and_type(family, delta_type):
     model = build(family)
     x = inputs_for(family)
     ref = _reference_output(family)
-    if delta_type not in DEFAULT_MODULES:
+    if not get_delta_class(delta_type).default_modules:
         with pytest.raises(ModuleMatchError, match="has no default modules"):
             AutoDeltaModel.from_config(AutoDeltaConfig.from_dict({"delta_type": delta_type}), backbone_model=model)
         return
@@ -387,7 +387,7 @@ def test_structure_graph_shows_common_next_to_raw():
 
 def test_type_without_defaults_is_a_clear_error():
     with pytest.raises(ModuleMatchError, match=r"'made_up' has no default modules for the bert family.*all-linear"):
-        default_settings(build("bert"), "made_up")
+        default_settings(build("bert"), "made_up", {})
 
 
 @pytest.mark.parametrize("family,delta_type", [("t5", "lora"), ("gpt2", "ia3"), ("bert", "parallel_adapter")])

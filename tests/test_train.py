@@ -12,7 +12,9 @@ import pytest
 import torch
 import transformers
 
-from opendelta import AutoDeltaModel, DataError, DeltaConfigError, data, train
+from opendelta import AutoDeltaModel, DeltaConfigError
+from opendelta.app import data, train
+from opendelta.app.data import DataError
 
 POSITIVE = ["good", "great", "fine", "nice", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak"]
@@ -111,7 +113,7 @@ def test_train_full_and_json_delta_config(backbone, reviews_csv, tmp_path, capsy
     assert train.main(_args(backbone, reviews_csv, out, "--delta", str(cfg), "--epochs", "1")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["delta_params"] == 2 * 2 * (32 + 32)  # 2 layers x (A: 2x32 + B: 32x2)
-    assert results["lr"] == train.DEFAULT_LEARNING_RATES["lora"]
+    assert results["lr"] == train.default_learning_rates()["lora"]
     assert "opendelta train: lora" in capsys.readouterr().out
 
 
@@ -210,7 +212,7 @@ def test_default_data_when_installed():
 
 
 def test_cli_registration(backbone, reviews_csv, tmp_path, capsys):
-    cli = pytest.importorskip("opendelta.cli")
+    cli = pytest.importorskip("opendelta.app.cli")
     assert cli.main(["train", *_args(backbone, reviews_csv, tmp_path / "o", "--text-column", "x")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("opendelta train: error:") and "no text column 'x'" in err and "\n" not in err

@@ -167,14 +167,6 @@ def test_common_structure_names():
     assert "transformer [decoder] (GPT2Model)" in text and "c_attn [attn.qkv] (Conv1D)" in text
 
 
-def test_common_structure_without_maps_is_a_clear_error(monkeypatch):
-    from opendelta import structures
-
-    monkeypatch.delattr(structures, "common_names", raising=False)
-    with pytest.raises(NotImplementedError, match="common_structure=False"):
-        Visualization(build("toy")).to_text(common_structure=True)
-
-
 def test_bad_arguments():
     viz = Visualization(build("toy"))
     with pytest.raises(ValueError, match="max_depth"):

@@ -1,9 +1,9 @@
 """OpenDelta: attach parameter-efficient deltas to any PyTorch / transformers model, by module name."""
 
-__version__ = "0.4.0"
-
-from .auto import AutoDeltaConfig, AutoDeltaModel, register_delta, registered_delta_types
-from .base import DeltaBase, Site
+from . import deltas  # noqa: F401  (registers the built-in delta types)
+from . import persistence  # noqa: F401  (implements DeltaBase.save_finetuned / from_finetuned)
+from .auto import AutoDeltaConfig, AutoDeltaModel
+from .base import DeltaBase
 from .config import DeltaConfig
 from .deltas.adapter import AdapterConfig, AdapterModel
 from .deltas.bitfit import BitFitConfig, BitFitModel
@@ -14,18 +14,23 @@ from .deltas.low_rank_adapter import LowRankAdapterConfig, LowRankAdapterModel
 from .deltas.parallel_adapter import ParallelAdapterConfig, ParallelAdapterModel
 from .deltas.prefix import PrefixConfig, PrefixModel
 from .deltas.soft_prompt import SoftPromptConfig, SoftPromptModel
-from .errors import (CheckpointError, DataError, DeltaConfigError, DeltaStateError, HashMismatchError,
-                     ModuleMatchError, OpenDeltaError, UnsupportedModuleError)
-from .stats import ModelStats, inspect, inspect_checkpoint
+from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
+                     OpenDeltaError, UnsupportedModuleError)
+from .inspection import CheckpointInfo, inspect, inspect_checkpoint
+from .registry import get_delta_class, register_delta, registered_delta_types
+from .site import Site
+from .stats import ModelStats
+from .version import __version__
 from .visualization import Visualization
 
 __all__ = [
-    "AutoDeltaConfig", "AutoDeltaModel", "DeltaBase", "DeltaConfig", "Site", "Visualization",
-    "register_delta", "registered_delta_types", "inspect", "inspect_checkpoint", "ModelStats",
+    "__version__", "AutoDeltaConfig", "AutoDeltaModel", "DeltaBase", "DeltaConfig", "Site", "Visualization",
+    "register_delta", "registered_delta_types", "get_delta_class", "inspect", "inspect_checkpoint",
+    "CheckpointInfo", "ModelStats",
     "AdapterConfig", "AdapterModel", "BitFitConfig", "BitFitModel", "CompacterConfig", "CompacterModel",
     "IA3Config", "IA3Model", "LoraConfig", "LoraModel", "LowRankAdapterConfig", "LowRankAdapterModel",
     "ParallelAdapterConfig", "ParallelAdapterModel", "PrefixConfig", "PrefixModel", "SoftPromptConfig",
     "SoftPromptModel",
-    "OpenDeltaError", "CheckpointError", "DataError", "DeltaConfigError", "DeltaStateError", "HashMismatchError",
+    "OpenDeltaError", "CheckpointError", "DeltaConfigError", "DeltaStateError", "HashMismatchError",
     "ModuleMatchError", "UnsupportedModuleError",
 ]

@@ -1,53 +1,18 @@
-"""AutoDeltaConfig / AutoDeltaModel: pick the delta class from `delta_type`, and the delta-type registry."""
+"""AutoDeltaConfig / AutoDeltaModel: pick the delta class from a config's or a checkpoint's `delta_type`."""
 
 from __future__ import annotations
 
-import difflib
 import os
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 from torch import nn
 
 from .base import DeltaBase
 from .config import DeltaConfig
 from .errors import DeltaConfigError
-
-_REGISTRY: dict[str, type[DeltaBase]] = {}
-_T = TypeVar("_T", bound=type[DeltaBase])
-
-
-def register_delta(name: str) -> Callable[[_T], _T]:
-    """Class decorator: make a DeltaBase subclass available as `delta_type=name`."""
-
-    def decorate(cls: _T) -> _T:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"delta_type {name!r} is already registered to {_REGISTRY[name].__name__}")
-        cls.delta_type = name
-        cls.config_class.delta_type = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_builtin() -> None:
-    from . import deltas  # noqa: F401  (registers the built-in types)
-
-
-def registered_delta_types() -> list[str]:
-    """Names accepted as `delta_type`."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def get_delta_class(delta_type: Any) -> type[DeltaBase]:
-    _load_builtin()
-    if not isinstance(delta_type, str) or delta_type not in _REGISTRY:
-        known = sorted(_REGISTRY)
-        close = difflib.get_close_matches(str(delta_type), known, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DeltaConfigError(f"Unknown delta_type {delta_type!r}.{hint} Registered types: {', '.join(known)}.")
-    return _REGISTRY[delta_type]
+from .formats import read_checkpoint_config
+from .persistence import load_delta
+from .registry import get_delta_class, registered_delta_types
 
 
 class AutoDeltaConfig:
@@ -73,11 +38,8 @@ class AutoDeltaConfig:
         kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
         any other keyword overrides a config key. Only the config file is fetched from the Hub.
         """
-        from .formats import open_checkpoint
-        from .hub import split_hub_options
-
-        options, overrides = split_hub_options(kwargs)
-        return cls.from_dict(open_checkpoint(finetuned_delta_path, options, config_only=True).config, **overrides)
+        config, overrides = read_checkpoint_config(finetuned_delta_path, kwargs)
+        return cls.from_dict(config, **overrides)
 
 
 class AutoDeltaModel:
@@ -103,10 +65,4 @@ class AutoDeltaModel:
         Accepts what `DeltaBase.from_finetuned` accepts (folders of any supported format, Hub repo ids,
         Hub options, config overrides); the delta class is picked from the checkpoint's delta type.
         """
-        from .formats import open_checkpoint
-        from .hub import split_hub_options
-
-        options, overrides = split_hub_options(kwargs)
-        checkpoint = open_checkpoint(finetuned_delta_path, options)
-        return get_delta_class(checkpoint.delta_type)._from_checkpoint(checkpoint, backbone_model, check_hash,
-                                                                      overrides)
+        return load_delta(DeltaBase, finetuned_delta_path, backbone_model, check_hash, kwargs)

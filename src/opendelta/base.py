@@ -1,112 +1,35 @@
-"""DeltaBase: attaching a delta to a backbone in place, detaching it, freezing, saving and loading.
+"""DeltaBase: a delta attached to a backbone in place; attach / detach / freeze / merge and its parameters.
 
-This is the only module that touches forward hooks. A delta type (see `deltas/`) describes what to put on
-one modified module through a `Site`: child layers (so their parameters get keys such as
+A delta type (see `deltas/`) describes what to put on one modified module through a `Site` (`site.py`, the
+only place that touches hooks): child layers (so their parameters get keys such as
 `...SelfAttention.q.lora.lora_A`) and hooks that route the module's input / output through them. The
-backbone keeps its classes, forward signatures and the state_dict keys of its own weights.
+backbone keeps its classes, forward signatures and the state_dict keys of its own weights. Saving, loading
+and publishing are implemented in `persistence` / `publishing` and reached through short methods here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar, Iterable, Mapping
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from . import checkpoint as ckpt
 from ._logging import logger
 from .config import DeltaConfig
-from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError,
-                     ModuleMatchError, UnsupportedModuleError)
-from .fingerprint import ALGORITHM, Fingerprint, fingerprint_model
-from .matching import DELTA_MARKER, is_delta_layer, name_matches
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .stats import ModelStats
+from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
+from .fingerprint import Fingerprint, fingerprint_model
+from .interop import LegacyMapping, PeftMapping
+from .matching import is_delta_layer, name_matches
+from .providers import provider
+from .registry import registered_delta_classes
+from .site import Site
+from .stats import ModelStats, count_parameters, model_stats
+from .structures import default_settings, find_targets
 
 DELTAS_KEYWORD = "deltas"
-
-
-@dataclass
-class _Hook:
-    kind: str  # "forward" (module, args, output) or "pre" (module, args[, kwargs])
-    fn: Callable[..., Any]
-    with_kwargs: bool = False
-    target: nn.Module | None = None  # the module hooked (None: the site's module)
-
-
-@dataclass
-class Site:
-    """One modified module and everything a delta put on it."""
-
-    name: str
-    module: nn.Module
-    layers: dict[str, nn.Module] = field(default_factory=dict)
-    hooks: list[_Hook] = field(default_factory=list)
-    handles: list[RemovableHandle] = field(default_factory=list)
-
-    # -- used by delta types while building ------------------------------------------------
-    def add_layer(self, attr: str, layer: nn.Module) -> nn.Module:
-        """Register `layer` as the child `attr` of the modified module (done when the delta activates)."""
-        setattr(layer, DELTA_MARKER, True)
-        self.layers[attr] = layer
-        return layer
-
-    def on_output(self, fn: Callable[[nn.Module, tuple, Any], Any], target: nn.Module | None = None) -> None:
-        """`fn(module, args, output) -> new output` runs after the module's (or `target`'s) forward."""
-        self.hooks.append(_Hook("forward", fn, target=target))
-
-    def on_input(self, fn: Callable[..., Any], with_kwargs: bool = False, target: nn.Module | None = None) -> None:
-        """`fn(module, args) -> new args` (or `fn(module, args, kwargs) -> (args, kwargs)`) runs before the
-        module's (or `target`'s) forward."""
-        self.hooks.append(_Hook("pre", fn, with_kwargs, target))
-
-    @property
-    def weight(self) -> torch.Tensor | None:
-        """The tensor whose device / dtype the delta's parameters should follow."""
-        w = getattr(self.module, "weight", None)
-        if isinstance(w, torch.Tensor):
-            return w
-        return next(self.module.parameters(), None)
-
-    def factory_kwargs(self) -> dict[str, Any]:
-        w = self.weight
-        return {} if w is None else {"device": w.device, "dtype": w.dtype}
-
-    # -- used by DeltaBase -------------------------------------------------------------------
-    def activate(self, hooks: bool = True) -> None:
-        for attr, layer in self.layers.items():
-            if attr in self.module._modules or hasattr(self.module, attr):
-                raise DeltaStateError(
-                    f"Module {self.name!r} already has an attribute {attr!r}; another delta of the same "
-                    f"type is probably attached there. Detach it first.")
-        for attr, layer in self.layers.items():
-            self.module.add_module(attr, layer)
-        if hooks:
-            self.register_hooks()
-
-    def register_hooks(self) -> None:
-        for h in self.hooks:
-            module = h.target if h.target is not None else self.module
-            if h.kind == "forward":
-                self.handles.append(module.register_forward_hook(h.fn))
-            else:
-                self.handles.append(module.register_forward_pre_hook(h.fn, with_kwargs=h.with_kwargs))
-
-    def remove_hooks(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-
-    def deactivate(self) -> None:
-        self.remove_hooks()
-        for attr, layer in self.layers.items():
-            if self.module._modules.get(attr) is layer:
-                del self.module._modules[attr]
 
 
 def _delta_layer_prefixes(model: nn.Module) -> set[str]:
@@ -131,6 +54,17 @@ class DeltaBase:
     supported_modules: ClassVar[tuple[type, ...] | None] = None
     #: whether `merge()` can fold the delta into the backbone weights
     mergeable: ClassVar[bool] = False
+    #: where the delta goes when the config names no modules: family name (or "*" for any family) -> common
+    #: names, or a dict of config values (see `structures.default_settings`)
+    default_modules: ClassVar[Mapping[str, list[str] | dict[str, Any]]] = {}
+    #: AdamW learning rate the `opendelta train` app uses for this type (chosen on a validation split)
+    default_learning_rate: ClassVar[float] = 1e-3
+    #: config values the `opendelta train` app uses when the type is given by name only
+    app_settings: ClassVar[Mapping[str, Any]] = {}
+    #: the PEFT adapter type this delta reads and writes (None: no PEFT counterpart)
+    peft: ClassVar[PeftMapping | None] = None
+    #: how OpenDelta 0.3 stored this type, where it differs
+    legacy: ClassVar[LegacyMapping] = LegacyMapping()
 
     def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(backbone_model, nn.Module):
@@ -161,10 +95,9 @@ class DeltaBase:
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         """The (name, module) pairs this delta modifies, from the config's module addresses."""
-        from .structures import default_settings, find_targets
-
         if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
-            defaults, fresh = default_settings(self.backbone_model, self.delta_type), type(self.config)()
+            defaults = default_settings(self.backbone_model, self.delta_type, self.default_modules)
+            fresh = type(self.config)()
             keep = {k for k in defaults if k not in ("modified_modules", "common_structure")
                     and getattr(self.config, k) != getattr(fresh, k)}
             self.config = self.config.replace(**{k: v for k, v in defaults.items() if k not in keep})
@@ -290,9 +223,10 @@ class DeltaBase:
 
     def _check_mergeable(self, what: str) -> None:
         if not self.mergeable:
+            mergeable = ", ".join(repr(c.delta_type) for c in registered_delta_classes() if c.mergeable)
             raise DeltaStateError(
                 f"{self.delta_type!r} deltas cannot be merged into the backbone weights (they are not a "
-                f"linear change of a weight); {what}() is available for 'lora' and 'ia3'.")
+                f"linear change of a weight); {what}() is available for {mergeable}.")
         if not self._attached:
             raise DeltaStateError(f"Cannot {what}() a detached delta; call attach() first.")
 
@@ -363,22 +297,21 @@ class DeltaBase:
         self._state_dict_hook = self.backbone_model._register_state_dict_hook(only_trainable)
 
     def num_trainable_parameters(self, module: nn.Module | None = None) -> int:
-        root = module if module is not None else self.backbone_model
-        return sum(p.numel() for p in root.parameters() if p.requires_grad)
+        return count_parameters(module if module is not None else self.backbone_model, trainable_only=True)
 
     def num_total_parameters(self, module: nn.Module | None = None) -> int:
-        root = module if module is not None else self.backbone_model
-        return sum(p.numel() for p in root.parameters())
+        return count_parameters(module if module is not None else self.backbone_model)
 
     def num_delta_parameters(self) -> int:
         return sum(p.numel() for p in self.delta_parameters())
 
-    def log(self) -> "ModelStats":
+    def log(self) -> ModelStats:
         """Log (at INFO level) and return parameter counts and ratios, parameter memory by dtype and peak
         accelerator memory; `stats["trainable"]`, `stats.delta_ratio`, ... (see `opendelta.inspect`)."""
-        from .stats import inspect
-
-        return inspect(self)
+        stats = model_stats(self.backbone_model, self.delta_parameters())
+        logger.info("%s delta on %s (%d modified module(s)): parameters %s; %s", self.delta_type,
+                    stats.model_class, len(self.sites), stats.counts_line(), stats.memory_line())
+        return stats
 
     # ----- state ----------------------------------------------------------------------------
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
@@ -420,12 +353,7 @@ class DeltaBase:
         """Fingerprint of the whole model as it is now (backbone + deltas)."""
         return fingerprint_model(self.backbone_model)
 
-    # ----- checkpoints ----------------------------------------------------------------------
-    def _backbone_identity(self) -> dict[str, Any]:
-        bb = self.backbone_model
-        name = getattr(bb, "name_or_path", None) or getattr(getattr(bb, "config", None), "_name_or_path", None)
-        return {"backbone_class": type(bb).__name__, "backbone_checkpoint_name": name or None}
-
+    # ----- checkpoints (implemented in `persistence`) --------------------------------------
     def save_finetuned(self, save_directory: str | os.PathLike, *, format: str = "opendelta",
                        push_to_hub: bool = False, repo_id: str | None = None, private: bool | None = None,
                        token: str | bool | None = None, commit_message: str | None = None,
@@ -434,73 +362,18 @@ class DeltaBase:
         """Save the delta into `save_directory`, atomically, with a model card; optionally push it to the Hub.
 
         format: "opendelta" writes config.json, delta_model.safetensors and fingerprint.json; "peft" writes a
-            PEFT adapter (adapter_config.json + adapter_model.safetensors; LoRA only) that
-            `PeftModel.from_pretrained` loads.
+            PEFT adapter (adapter_config.json + adapter_model.safetensors; types with a PEFT counterpart)
+            that `PeftModel.from_pretrained` loads.
         Only the delta (and the modules left unfrozen by `freeze_module`) is written, whatever
         `set_state_dict` did. A README.md model card is written (Hub front matter with `card_data`, usage,
         parameter counts, `results`); a README.md already there that this library did not write is kept
         unless `overwrite_card=True`. push_to_hub: upload the folder to `repo_id` (default: the folder
         name, in your namespace), created if needed (`private`). Returns the folder.
         """
-        if format not in ("opendelta", "peft"):
-            raise ValueError(f"format must be 'opendelta' or 'peft', got {format!r}.")
-        if not self._attached:
-            raise DeltaStateError("Cannot save a detached delta; call attach() first.")
-        if self._merged:
-            raise DeltaStateError("Cannot save while merged (the backbone weights hold the delta); "
-                                  "call unmerge() first.")
-        from . import hub
-
-        if push_to_hub:
-            hub.validate_repo_id(repo_id or Path(save_directory).resolve().name, namespace_required=False)
-        if format == "peft":
-            config = self.config.replace(**self._backbone_identity())
-            write_files = self._peft_writer(config)
-        else:
-            config, write_files = self._opendelta_writer()
-        card = hub.model_card(self, config=config, repo_id=repo_id, format=format, card_data=card_data,
-                              results=results)
-        existing = Path(save_directory) / hub.CARD_NAME
-        keep_card = existing.is_file() and not overwrite_card and not hub.is_generated_card(existing)
-        if keep_card:
-            logger.info("kept the README.md already in %s (not written by OpenDelta); pass overwrite_card=True "
-                        "to replace it with a generated model card", save_directory)
-
-        def write(tmp: Path) -> None:
-            write_files(tmp)
-            if not keep_card:
-                (tmp / hub.CARD_NAME).write_text(card, encoding="utf-8")
-
-        path = ckpt.write_checkpoint_dir(save_directory, write)
-        if format == "opendelta":
-            self.config = config
-        logger.info("saved %s delta in %s format to %s", self.delta_type, format, path)
-        if push_to_hub:
-            hub.push_folder(path, repo_id or path.name, private=private, token=token, commit_message=commit_message)
-        return path
-
-    def _opendelta_writer(self) -> tuple[DeltaConfig, Callable[[Path], None]]:
-        from . import __version__
-
-        fp = self.fingerprint()
-        config = self.config.replace(**self._backbone_identity(), backbone_hash=fp.root, hash_algorithm=fp.algorithm)
-        meta = {"opendelta_version": __version__, "transformers_version": _transformers_version(),
-                "torch_version": torch.__version__.split("+")[0], "format_version": 1}
-        state = self.delta_state_dict()
-
-        def write(tmp: Path) -> None:
-            ckpt.save_weights(state, tmp / ckpt.WEIGHTS_NAME)
-            (tmp / ckpt.FINGERPRINT_NAME).write_text(
-                _json({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8")
-            (tmp / ckpt.CONFIG_NAME).write_text(_json({**config.to_dict(), **meta}), encoding="utf-8")
-
-        return config, write
-
-    def _peft_writer(self, config: DeltaConfig) -> Callable[[Path], None]:
-        from .formats import peft
-
-        adapter_config, state = peft.export(self, config)
-        return lambda tmp: peft.write(tmp, adapter_config, state)
+        return provider("save_delta")(
+            self, save_directory, format=format, push_to_hub=push_to_hub, repo_id=repo_id, private=private,
+            token=token, commit_message=commit_message, card_data=card_data, results=results,
+            overwrite_card=overwrite_card)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
                     commit_message: str | None = None, format: str = "opendelta",
@@ -511,16 +384,9 @@ class DeltaBase:
         The repo is created if needed. To publish a hand-written README.md, put it in a folder, call
         `save_finetuned(folder, push_to_hub=True, repo_id=...)` instead. Returns huggingface_hub's CommitInfo.
         """
-        import tempfile
-
-        from . import hub
-
-        hub.validate_repo_id(repo_id, namespace_required=False)
-        with tempfile.TemporaryDirectory(prefix="opendelta-push-") as tmp:
-            folder = self.save_finetuned(Path(tmp) / repo_id.split("/")[-1], format=format, repo_id=repo_id,
-                                         card_data=card_data, results=results)
-            return hub.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message,
-                                   revision=revision, create_pr=create_pr)
+        return provider("push_delta")(
+            self, repo_id, private=private, token=token, commit_message=commit_message, format=format,
+            card_data=card_data, results=results, revision=revision, create_pr=create_pr)
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module,
@@ -533,71 +399,7 @@ class DeltaBase:
             any other keyword overrides a config key.
         On any failure (bad checkpoint, key mismatch, hash mismatch) the backbone is left as it was.
         """
-        from .formats import open_checkpoint
-        from .hub import split_hub_options
-
-        options, overrides = split_hub_options(kwargs)
-        return cls._from_checkpoint(open_checkpoint(finetuned_delta_path, options), backbone_model, check_hash,
-                                    overrides)
-
-    @classmethod
-    def _from_checkpoint(cls, checkpoint: Any, backbone_model: nn.Module, check_hash: bool,
-                         overrides: dict[str, Any]) -> "DeltaBase":
-        from .formats import PEFT
-
-        if cls.delta_type and checkpoint.delta_type != cls.delta_type:
-            raise CheckpointError(f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
-                                  f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned.")
-        config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
-        state = checkpoint.load_weights()
-        delta = cls.from_config(config, backbone_model)
-        params = dict(backbone_model.named_parameters())
-        backup = {k: params[k].detach().clone() for k in state if k in params}
-        try:
-            delta.load_delta_state_dict(state)
-            if not check_hash:
-                logger.info("hash check skipped (check_hash=False)")
-            elif checkpoint.format == PEFT:
-                logger.info("%s is a PEFT adapter: it stores no model fingerprint to verify", checkpoint.source)
-            else:
-                delta._verify_hash(checkpoint.fingerprint())
-        except BaseException:
-            with torch.no_grad():
-                for k, v in backup.items():
-                    params[k].copy_(v)
-            delta.detach()
-            raise
-        logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
-        return delta
-
-    def _verify_hash(self, saved: dict[str, Any] | None) -> None:
-        expected = self.config.backbone_hash
-        if expected is None:
-            logger.warning("This checkpoint stores no model fingerprint; it cannot be verified.")
-            return
-        if self.config.hash_algorithm is None:
-            logger.warning("This is an OpenDelta 0.3 checkpoint: its backbone_hash (%s) is an md5 this version "
-                           "cannot recompute, so the backbone cannot be verified. Make sure it is %s (%s); "
-                           "save_finetuned() again to store a verifiable fingerprint, or pass check_hash=False "
-                           "to silence this.", expected, self.config.backbone_checkpoint_name or "the same model",
-                           self.config.backbone_class or "same class")
-            return
-        if self.config.hash_algorithm != ALGORITHM:
-            logger.warning("This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
-                           "verified by this version; pass check_hash=False to silence this.",
-                           expected, self.config.hash_algorithm)
-            return
-        now = self.fingerprint()
-        if now.root == expected:
-            logger.info("hash check passed (%s)", expected)
-            return
-        detail = "no per-tensor record was saved"
-        if saved and saved.get("root") == expected:
-            detail = Fingerprint(root=expected, tensors=saved.get("tensors", {})).diff(now)
-        raise HashMismatchError(
-            f"The model after loading does not match the one the delta was trained with: {detail}. "
-            f"Check that the backbone ({self.config.backbone_class}, {self.config.backbone_checkpoint_name}) "
-            f"is the same checkpoint, dtype and version; pass check_hash=False to load anyway.")
+        return provider("load_delta")(cls, finetuned_delta_path, backbone_model, check_hash, kwargs)
 
     def __repr__(self) -> str:
         state = "merged" if self._merged else ("attached" if self._attached else "detached")
@@ -619,18 +421,3 @@ def _key_report(missing: list[str], unexpected: list[str]) -> str:
         lines.append(f"  {len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
     lines.append("  Was it saved from another backbone or with other `modified_modules`?")
     return "\n".join(lines)
-
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2) + "\n"
-
-
-def _transformers_version() -> str | None:
-    try:
-        import transformers
-
-        return transformers.__version__
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return None

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
 from .errors import DeltaConfigError
-
-CONFIG_NAME = "config.json"
+from .providers import provider
 
 # Keys the library writes itself or that older OpenDelta versions wrote; accepted on load, not user settings.
 _BOOKKEEPING_KEYS = frozenset({"delta_type", "opendelta_version", "transformers_version", "torch_version",
@@ -156,13 +155,6 @@ class DeltaConfig:
         return type(self).from_dict({**self.to_dict(), **changes})
 
     # ----- files ----------------------------------------------------------------------------
-    def save_finetuned(self, save_directory: str | os.PathLike) -> None:
-        """Write `config.json` into `save_directory` (created if needed), atomically."""
-        from .checkpoint import atomic_write_text
-
-        os.makedirs(save_directory, exist_ok=True)
-        atomic_write_text(os.path.join(save_directory, CONFIG_NAME), self.to_json() + "\n")
-
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> "DeltaConfig":
         """The config of a checkpoint folder (ours, OpenDelta 0.3 or PEFT) or Hub repo id `Org/name`.
@@ -170,11 +162,8 @@ class DeltaConfig:
         kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
         any other keyword overrides a config key.
         """
-        from .formats import open_checkpoint
-        from .hub import split_hub_options
-
-        options, overrides = split_hub_options(kwargs)
-        return cls.from_dict(open_checkpoint(finetuned_delta_path, options, config_only=True).config, **overrides)
+        config, overrides = provider("read_checkpoint_config")(finetuned_delta_path, kwargs)
+        return cls.from_dict(config, **overrides)
 
     def __repr__(self) -> str:  # compact: only what differs from the defaults
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_diff_dict().items() if k != "delta_type")

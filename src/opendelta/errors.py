@@ -29,7 +29,3 @@ class CheckpointError(OpenDeltaError, OSError):
 
 class HashMismatchError(OpenDeltaError):
     """The model fingerprint recomputed after loading differs from the one stored at save time."""
-
-
-class DataError(OpenDeltaError, ValueError):
-    """A training data file or dataset is missing, empty, or lacks the columns / labels it needs."""

@@ -1,4 +1,4 @@
-"""The Hugging Face Hub: resolving `Org/name` to a local folder, publishing a checkpoint, its model card.
+"""The Hugging Face Hub: resolving what a user passes to `from_finetuned` (a folder or `Org/name`) to a folder.
 
 `resolve_checkpoint` turns what a user passes to `from_finetuned` into a local folder: an existing folder
 is used as it is; anything else must be a Hub repo id (`Org/name`) and is fetched with
@@ -14,21 +14,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from ._logging import logger
 from .errors import CheckpointError
 
-if TYPE_CHECKING:
-    from .base import DeltaBase
-    from .config import DeltaConfig
-
 #: Names `from_finetuned` reads as Hub options; every other keyword overrides a config key.
 HUB_OPTION_NAMES = ("revision", "cache_dir", "force_download", "local_files_only", "token")
-CARD_NAME = "README.md"
-#: Written right after the front matter (which the Hub needs on the first line) of every card this library
-#: writes: such a README.md may be regenerated, any other is kept.
-CARD_MARKER = "<!-- opendelta:model-card -->"
 
 _NAME_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?")
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
@@ -125,7 +117,7 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
-    from . import __version__
+    from .version import __version__
 
     offline = bool(getattr(constants, "HF_HUB_OFFLINE", False)) or _env_true("HF_HUB_OFFLINE")
     revision = options.revision or "main"
@@ -167,96 +159,3 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
 def _env_true(name: str) -> bool:
     """huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it when it is set later, too."""
     return os.environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
-# ----- publishing -----------------------------------------------------------------------------
-def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None,
-                token: str | bool | None = None, commit_message: str | None = None,
-                revision: str | None = None, create_pr: bool = False) -> Any:
-    """Create `repo_id` on the Hub if needed (a bare name goes to your namespace) and upload `folder`.
-
-    Returns huggingface_hub's CommitInfo (its `.commit_url` links to the commit).
-    """
-    from huggingface_hub import HfApi
-
-    validate_repo_id(repo_id, namespace_required=False)
-    if revision is not None:
-        validate_revision(revision)
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
-    target = getattr(url, "repo_id", None) or repo_id
-    info = api.upload_folder(repo_id=target, folder_path=str(folder), repo_type="model", revision=revision,
-                             commit_message=commit_message or "Upload delta checkpoint with OpenDelta",
-                             create_pr=create_pr)
-    logger.info("pushed %s to the Hub repo %s: %s", folder, target, getattr(info, "commit_url", info))
-    return info
-
-
-# ----- model card -----------------------------------------------------------------------------
-def is_generated_card(path: str | os.PathLike) -> bool:
-    """Whether the README.md at `path` was written by this library (and may be regenerated)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return any(line.strip() == CARD_MARKER for line in f.read(16384).splitlines())
-    except (OSError, UnicodeDecodeError):
-        return False
-
-
-def model_card(delta: "DeltaBase", *, config: "DeltaConfig | None" = None, repo_id: str | None = None,
-               format: str = "opendelta", card_data: Mapping[str, Any] | None = None,
-               results: Mapping[str, Any] | None = None) -> str:
-    """The README.md text of a shared delta: Hub front matter, how to load it, parameter counts, results.
-
-    config: the config being saved (default: the delta's). card_data: extra front-matter fields (e.g.
-    license, datasets, language); they may also override `base_model` and add `tags`. results: metric
-    name -> value, shown as a table.
-    """
-    from huggingface_hub import ModelCardData
-
-    cfg = config if config is not None else delta.config
-    data = dict(card_data or {})
-    base = data.pop("base_model", None) or cfg.backbone_checkpoint_name
-    tags = ["opendelta", "delta-tuning", delta.delta_type] + (["peft"] if format == "peft" else [])
-    tags += [t for t in data.pop("tags", []) if t not in tags]
-    library = "peft" if format == "peft" else "opendelta"
-    yaml = ModelCardData(library_name=library, base_model=base, tags=tags, **data).to_yaml()
-    total, trainable, n_delta = (delta.num_total_parameters(), delta.num_trainable_parameters(),
-                                 delta.num_delta_parameters())
-    where = repo_id or "path/to/this/folder"
-    body = ["---", yaml.strip(), "---", CARD_MARKER, "",
-            f"# {repo_id.split('/')[-1] if repo_id else f'{delta.delta_type} delta'}", "",
-            f"A `{delta.delta_type}` delta (parameter-efficient fine-tuning) for "
-            f"`{base or cfg.backbone_class or 'its backbone model'}`, saved with "
-            f"OpenDelta. It modifies {len(delta.sites)} module(s), e.g. "
-            f"`{delta.modified_module_names[0] if delta.sites else '-'}`.", "",
-            "## Usage", "", "```python", *_usage(cfg.backbone_class, base, where, format), "```", "",
-            "## Parameters", "", "| | count | share of the model |", "|---|---:|---:|",
-            f"| delta parameters | {n_delta:,} | {_share(n_delta, total)} |",
-            f"| trainable parameters | {trainable:,} | {_share(trainable, total)} |",
-            f"| whole model (backbone + delta) | {total:,} | 100% |", "",
-            "## Configuration", "", "```json", cfg.to_json(), "```", ""]
-    if results:
-        body += ["## Results", "", "| metric | value |", "|---|---|"]
-        body += [f"| {name} | {_fmt(value)} |" for name, value in results.items()] + [""]
-    return "\n".join(body)
-
-
-def _usage(backbone_class: str | None, base: str | None, where: str, format: str) -> list[str]:
-    cls = backbone_class or "AutoModel"
-    name = base or "<the base model>"
-    lines = [f"from transformers import {cls}"]
-    if format == "peft":
-        return lines + ["from peft import PeftModel", "", f"backbone = {cls}.from_pretrained({name!r})",
-                        f"model = PeftModel.from_pretrained(backbone, {where!r})",
-                        "# or with OpenDelta: AutoDeltaModel.from_finetuned(" f"{where!r}, backbone_model=backbone)"]
-    return lines + ["from opendelta import AutoDeltaModel", "", f"backbone = {cls}.from_pretrained({name!r})",
-                    f"delta = AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
-                    "# `backbone` now carries the delta; use it as usual"]
-
-
-def _share(part: int, total: int) -> str:
-    return f"{100 * part / max(total, 1):.4f}%"
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -45,8 +45,6 @@ class Family:
     top: common name -> raw name relative to the base model ("" is the base model itself).
     stacks: common stack name -> (raw path of its ModuleList of blocks, common -> raw names inside a block).
     fused: common names inside a block that a fused layer holds -> the common name of that layer.
-    defaults: per-delta-type defaults that replace `DEFAULT_MODULES` for this family: a list of common
-        names, or a dict of config values (with "modified_modules"; "common_structure": False for raw names).
     """
 
     name: str
@@ -54,7 +52,6 @@ class Family:
     top: Mapping[str, Raw]
     stacks: Mapping[str, tuple[str, Mapping[str, Raw]]]
     fused: Mapping[str, str] = field(default_factory=dict)
-    defaults: Mapping[str, list[str] | dict[str, Any]] = field(default_factory=dict)
 
 
 def _attn(kind: str, module: str, q: str, k: str, v: str, proj: str, norm: str) -> dict[str, Raw]:
@@ -64,12 +61,6 @@ def _attn(kind: str, module: str, q: str, k: str, v: str, proj: str, norm: str) 
 
 
 # ----- the maps (names checked against transformers 5.x modeling code) -----------------------------------
-
-# parallel_adapter where no module holds the whole feed-forward block: read the input of the first
-# projection (BERT: of `intermediate`) and add the update to the output of the second
-_FC_PARALLEL = {"modified_modules": ["ff.w1"], "output_module": "fc2"}
-_BERT_PARALLEL = {"modified_modules": ["intermediate"], "common_structure": False, "output_module": "output.dense"}
-
 
 def _t5_block(ff: str, cross: bool) -> dict[str, Raw]:
     out = _attn("attn", "layer.0.SelfAttention", "q", "k", "v", "o", "layer.0.layer_norm")
@@ -89,7 +80,6 @@ T5 = Family(
          "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.final_layer_norm"},
     stacks={"encoder": ("encoder.block", _t5_block("layer.1", cross=False)),
             "decoder": ("decoder.block", _t5_block("layer.2", cross=True))},
-    defaults={"soft_prompt": ["encoder.embeddings"]},
 )
 
 
@@ -107,7 +97,6 @@ BART = Family(
          "decoder": "decoder", "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.layer_norm"},
     stacks={"encoder": ("encoder.layers", _bart_block(cross=False)),
             "decoder": ("decoder.layers", _bart_block(cross=True))},
-    defaults={"soft_prompt": ["encoder.embeddings"], "parallel_adapter": _FC_PARALLEL},
 )
 
 
@@ -122,14 +111,12 @@ BERT = Family(
     "bert", ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"),
     top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block())},
-    defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
 )
 
 DEBERTA_V2 = Family(
     "deberta-v2", ("DebertaV2Model",),
     top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block("query_proj", "key_proj", "value_proj"))},
-    defaults={"prefix": ["attn.core"], "parallel_adapter": _BERT_PARALLEL},
 )
 
 DISTILBERT = Family(
@@ -147,14 +134,12 @@ GPT2 = Family(
         "attn": "attn", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "attn.layer_norm": "ln_1",
         "ff": "mlp", "ff.w1": "mlp.c_fc", "ff.w2": "mlp.c_proj", "ff.layer_norm": "ln_2"})},
     fused={"attn.q": "attn.qkv", "attn.k": "attn.qkv", "attn.v": "attn.qkv"},
-    defaults={"lora": ["attn.qkv"], "ia3": {"modified_modules": ["attn.qkv", "ff.w2"], "feedforward_modules": ["ff.w2"]}},
 )
 
 OPT = Family(
     "opt", ("OPTModel",),
     top={"embeddings": "decoder.embed_tokens", "decoder": "decoder", "decoder.layer_norm": "decoder.final_layer_norm"},
     stacks={"decoder": ("decoder.layers", _bart_block(cross=False))},
-    defaults={"parallel_adapter": _FC_PARALLEL},
 )
 
 
@@ -179,28 +164,6 @@ VIT = Family(
 )
 
 FAMILIES: list[Family] = [T5, BART, BERT, DEBERTA_V2, DISTILBERT, GPT2, OPT, LLAMA, VIT]
-
-#: default targets per delta type, in the common vocabulary (entries a family lacks are skipped); a dict
-#: also sets other config values; list-valued ones are module addresses, written out as raw names
-DEFAULT_MODULES: dict[str, list[str] | dict[str, Any]] = {
-    "lora": ["attn.q", "attn.v"],
-    "ia3": {"modified_modules": ["attn.k", "attn.v", "ff.w2"], "feedforward_modules": ["ff.w2"]},
-    "adapter": ["attn.proj", "ff.w2"],
-    "low_rank_adapter": ["attn.proj", "ff.w2"],
-    "compacter": ["attn.proj", "ff.w2"],
-    "parallel_adapter": ["ff"],
-    "bitfit": ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.proj", "attn.layer_norm",
-               "crossattn.q", "crossattn.k", "crossattn.v", "crossattn.proj", "crossattn.layer_norm",
-               "ff.w1", "ff.w3", "ff.w2", "ff.layer_norm", "encoder.layer_norm", "decoder.layer_norm"],
-    "prefix": ["attn"],
-    "soft_prompt": ["embeddings"],
-}
-
-
-def register_family(family: Family) -> None:
-    """Add (or replace, by name) a family map; later-registered maps are tried first."""
-    FAMILIES[:] = [family] + [f for f in FAMILIES if f.name != family.name]
-
 
 # ----- finding the base model and naming its modules ----------------------------------------------------
 
@@ -301,15 +264,21 @@ def common_names(model: nn.Module) -> dict[str, str]:
 
 # ----- defaults and resolution ---------------------------------------------------------------------------
 
+
+# ----- defaults and resolution ---------------------------------------------------------------------------
+
 def _available(names: Iterable[str], entry: str) -> bool:
     return any(name_matches(n, entry) for n in names)
 
 
-def default_settings(model: nn.Module, delta_type: str) -> dict[str, Any]:
+def default_settings(model: nn.Module, delta_type: str,
+                     table: Mapping[str, list[str] | dict[str, Any]]) -> dict[str, Any]:
     """The config values a delta of `delta_type` gets on `model` when the config names no modules.
 
-    Always holds "modified_modules" and "common_structure" (True: the entries are common names); some
-    family / type pairs add settings of the delta type (e.g. parallel_adapter's `output_module`).
+    `table` (the delta class's `default_modules`) maps a family name, or "*" for any family, to a list of
+    common names or to a dict of config values (with "modified_modules"; "common_structure": False when
+    those are raw names). The result always holds "modified_modules" and "common_structure" (True: the
+    entries are common names), plus any other settings of the entry (e.g. parallel_adapter's `output_module`).
     """
     backbone = find_backbone(model)
     if backbone is None:
@@ -320,29 +289,24 @@ def default_settings(model: nn.Module, delta_type: str) -> dict[str, Any]:
             f"No default modules are known for {type(model).__name__} (it contains none of the known base "
             f"models: {known}). Set `modified_modules` to module names, e.g. some of: {', '.join(examples)}; "
             f"or '[r]<regex>'; or {ALL_LINEAR!r} (every nn.Linear / Conv1D except the output head).")
-    entry = backbone.family.defaults.get(delta_type, DEFAULT_MODULES.get(delta_type))
+    entry = table.get(backbone.family.name, table.get("*"))
     settings = dict(entry) if isinstance(entry, dict) else {"modified_modules": entry}
     settings.setdefault("common_structure", True)
-    table = settings["modified_modules"]
+    wanted = settings["modified_modules"]
     common = list(common_names(model).values())
     names = common if settings["common_structure"] else [n for n, _ in named_backbone_modules(model)]
-    settings["modified_modules"] = [e for e in table or [] if _available(names, e)]
+    settings["modified_modules"] = [e for e in wanted or [] if _available(names, e)]
     for key, value in settings.items():
         if key != "modified_modules" and isinstance(value, list) and settings["common_structure"]:
             settings[key] = [n for n, _ in find_targets(model, value, common_structure=True)]
     if not settings["modified_modules"]:
-        why = "has no default modules" if table is None else f"defaults {table} match nothing on this model"
+        why = "has no default modules" if wanted is None else f"defaults {wanted} match nothing on this model"
         raise ModuleMatchError(
             f"delta_type {delta_type!r} {why} for the {backbone.family.name} family; set `modified_modules`, "
             f"e.g. to common names such as {', '.join(suffixes(common, depth=2)[:12])}, raw module names, "
             f"or {ALL_LINEAR!r}.")
     logger.info("%s: defaults for the %s family: %s", delta_type, backbone.family.name, settings)
     return settings
-
-
-def default_modified_modules(model: nn.Module, delta_type: str) -> list[str]:
-    """The module names a delta of `delta_type` modifies on `model` when the config names none."""
-    return default_settings(model, delta_type)["modified_modules"]
 
 
 def _strip_legacy(entry: str) -> str:

@@ -24,6 +24,8 @@ from rich.tree import Tree
 from torch import nn
 
 from .matching import is_delta_layer
+from .structures import common_names
+from .io import atomic_write_text
 from .stats import dtype_name, human_bytes, human_count, model_stats, percent
 
 STYLE_DELTA = "bold magenta"
@@ -109,18 +111,6 @@ def _compress_names(names: list[str]) -> str:
                 start = prev = n
         return ",".join(runs)
     return ",".join(names)
-
-
-def _common_names(model: nn.Module) -> dict[str, str]:
-    from . import structures
-
-    mapper = getattr(structures, "common_names", None)
-    if mapper is None:
-        raise NotImplementedError(
-            "structure_graph(common_structure=True) needs the common-structure maps "
-            "(opendelta.structures.common_names), which this version does not provide yet; "
-            "call it with common_structure=False.")
-    return mapper(model)
 
 
 def _common_display_names(common: dict[str, str]) -> dict[str, str]:
@@ -213,7 +203,7 @@ class Visualization:
                 footer: bool) -> tuple[Tree, Group]:
         if opts.max_depth is not None and opts.max_depth < 0:
             raise ValueError(f"max_depth must be None or >= 0, got {opts.max_depth}.")
-        rename = _common_display_names(_common_names(self.model)) if common_structure else None
+        rename = _common_display_names(common_names(self.model)) if common_structure else None
         node = _Builder(rename).build(rootname, "", self.model, False)
         tree = Tree(self._label([node], opts))
         self._add_children(tree, node, opts, 1)
@@ -308,8 +298,6 @@ class Visualization:
     # ----- output ------------------------------------------------------------------------------------
     @staticmethod
     def _save(renderable: Any, path: Path, title: str) -> None:
-        from .checkpoint import atomic_write_text
-
         if not path.parent.exists():
             raise FileNotFoundError(f"Cannot save the structure graph to {str(path)!r}: the folder "
                                     f"{str(path.parent)!r} does not exist.")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import inspect
+
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
-from ..base import Site
+from ..site import Site
 from ..errors import DeltaConfigError, UnsupportedModuleError
 from ..matching import named_backbone_modules
 
+#: the names attention modules and models take their key / value cache by
+CACHE_ARGS = ("cache", "past_key_values")
 ACTIVATIONS: tuple[str, ...] = tuple(sorted(ACT2FN))
 W_INITS = ("glorot-uniform", "glorot-normal")
 
@@ -142,3 +146,30 @@ def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -
             f"{delta_type!r} on {name!r}: output size {dim} // reduction_factor {reduction_factor} = {size}; "
             f"use a reduction_factor <= {dim}.")
     return size
+
+
+class CallArgs:
+    """The arguments of one module call, read and written by parameter name (positional or keyword)."""
+
+    def __init__(self, positional: list[str], args: tuple, kwargs: dict) -> None:
+        self.positional, self.args, self.kwargs = positional, list(args), dict(kwargs)
+
+    def get(self, name: str) -> Any:
+        if name in self.kwargs:
+            return self.kwargs[name]
+        i = self.positional.index(name) if name in self.positional else len(self.args)
+        return self.args[i] if i < len(self.args) else None
+
+    def set(self, name: str, value: Any) -> None:
+        i = self.positional.index(name) if name in self.positional else len(self.args)
+        if name not in self.kwargs and i < len(self.args):
+            self.args[i] = value
+        else:
+            self.kwargs[name] = value
+
+
+def positional_names(module: nn.Module) -> list[str]:
+    """The names of the parameters of `module.forward` that can be passed positionally."""
+    sig = inspect.signature(module.forward)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in sig.parameters.values() if p.kind in kinds]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
+from ..registry import register_delta
+from ..site import Site
 from ._common import activation, check_activation, output_dim, route_output
 
 
@@ -50,6 +51,9 @@ class AdapterModel(DeltaBase):
     """A sequential adapter after each module addressed by `modified_modules` (a layer or a whole block)."""
 
     config_class = AdapterConfig
+    default_modules = {"*": ["attn.proj", "ff.w2"]}
+    default_learning_rate = 8e-3
+    app_settings = {"bottleneck_dim": 8}
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)

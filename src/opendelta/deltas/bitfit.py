@@ -15,10 +15,11 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import UnsupportedModuleError
+from ..registry import register_delta
+from ..site import Site
 from ._common import is_norm, map_first_output
 
 
@@ -53,6 +54,10 @@ class BitFitModel(DeltaBase):
     """A trainable bias on each Linear / Conv1D / LayerNorm / RMSNorm-style layer in `modified_modules`."""
 
     config_class = BitFitConfig
+    default_modules = {"*": ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.proj", "attn.layer_norm",
+                             "crossattn.q", "crossattn.k", "crossattn.v", "crossattn.proj", "crossattn.layer_norm",
+                             "ff.w1", "ff.w3", "ff.w2", "ff.layer_norm", "encoder.layer_norm", "decoder.layer_norm"]}
+    default_learning_rate = 1e-2
 
     def check_module(self, name: str, module: nn.Module) -> None:
         if not (isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)):

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaConfigError
+from ..registry import register_delta
+from ..site import Site
 from ._common import activation, bottleneck_of, check_activation, init_glorot, output_dim, route_output
 
 C_INITS = ("normal", "uniform")
@@ -160,6 +161,8 @@ class CompacterModel(DeltaBase):
     """A Compacter adapter after each module addressed by `modified_modules` (a layer or a whole block)."""
 
     config_class = CompacterConfig
+    default_modules = {"*": ["attn.proj", "ff.w2"]}
+    default_learning_rate = 1e-2
 
     def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
         self._shared_rule: PHMRule | None = None

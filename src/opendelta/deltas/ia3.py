@@ -15,11 +15,15 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+import re
+
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaStateError, ModuleMatchError
+from ..interop import PeftMapping
 from ..matching import name_matches
+from ..registry import register_delta
+from ..site import Site
 from ._common import first_input
 
 
@@ -73,6 +77,41 @@ class IA3Layer(nn.Module):
         return f"features={self.scale.shape[0]}, on={'input' if self.on_input else 'output'}"
 
 
+# ----- PEFT's IA3 ---------------------------------------------------------------------------------------
+_PEFT_TENSOR = re.compile(r"(.+)\.ia3_l(?:\.default)?")
+
+
+def _read_peft_config(pc: dict[str, Any]) -> dict[str, Any]:
+    ff = pc.get("feedforward_modules")
+    if isinstance(ff, str):
+        ff = [f"[r]^(?:{ff})"]
+    return {"feedforward_modules": list(ff or [])}
+
+
+def _write_peft_config(delta: DeltaBase, cfg: DeltaConfig) -> dict[str, Any]:
+    """target_modules / feedforward_modules for PEFT, which wants the second a subset of the first (lists)."""
+    from_sites = [s.name for s in delta.sites]
+    ff_sites = [s.name for s in delta.sites if s.layers["ia3"].on_input]
+    ours = list(cfg.feedforward_modules or [])
+    targets = list(cfg.modified_modules or [])
+    plain = all(not e.startswith("[r]") and "@" not in e and e != "all-linear" for e in targets + ours)
+    chosen = [n for n in from_sites if any(name_matches(n, e) for e in ours)]
+    if plain and set(ours) <= set(targets) and chosen == ff_sites and \
+            {n for n in from_sites if any(name_matches(n, e) for e in targets)} == set(from_sites):
+        return {"init_ia3_weights": True, "target_modules": targets, "feedforward_modules": ours}
+    return {"init_ia3_weights": True, "target_modules": from_sites, "feedforward_modules": ff_sites}
+
+
+def _read_peft_tensor(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    m = _PEFT_TENSOR.fullmatch(name)
+    return (f"{m.group(1)}.ia3.scale", tensor.reshape(-1)) if m else None  # PEFT: (out, 1) or (1, in)
+
+
+def _write_peft_tensor(site: Site, attr: str, key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    on_input = site.layers[attr].on_input  # PEFT: (1, in) scales the input, (out, 1) the output
+    return {f"{site.name}.ia3_l": tensor[None, :] if on_input else tensor[:, None]}
+
+
 @register_delta("ia3")
 class IA3Model(DeltaBase):
     """(IA)^3 scaling vectors on Linear / Conv1D layers; mergeable into their weights."""
@@ -80,6 +119,12 @@ class IA3Model(DeltaBase):
     config_class = IA3Config
     supported_modules = (nn.Linear, Conv1D)
     mergeable = True
+    default_modules = {
+        "*": {"modified_modules": ["attn.k", "attn.v", "ff.w2"], "feedforward_modules": ["ff.w2"]},
+        "gpt2": {"modified_modules": ["attn.qkv", "ff.w2"], "feedforward_modules": ["ff.w2"]},
+    }
+    default_learning_rate = 1.5e-2
+    peft = PeftMapping("IA3", _read_peft_config, _write_peft_config, _read_peft_tensor, _write_peft_tensor)
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         targets = super().resolve_targets()

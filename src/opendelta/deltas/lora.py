@@ -8,17 +8,21 @@ inference without any overhead.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
+from ..errors import CheckpointError
+from ..interop import LegacyMapping, PeftMapping
+from ..registry import register_delta
+from ..site import Site
 
 
 @dataclass(repr=False)
@@ -47,7 +51,7 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
 
 
 class LoraLayer(nn.Module):
-    """The low-rank update itself: `forward(x)` returns (B A dropout(x)) * scaling."""
+    """The low-rank update B A, scaled, added to the output of the layer it sits beside."""
 
     def __init__(self, in_features: int, out_features: int, r: int, alpha: float, dropout: float,
                  device=None, dtype=None, rslora: bool = False) -> None:
@@ -60,16 +64,11 @@ class LoraLayer(nn.Module):
         if self.lora_A.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """`output + (B A dropout(x)) * scaling`, the final matmul fused with the addition (one pass)."""
         if self.dropout is not None:
             x = self.dropout(x)
         # scaling the rank-r intermediate is far cheaper than scaling the full-width output
-        return F.linear(F.linear(x, self.lora_A) * self.scaling, self.lora_B)
-
-    def add_to(self, output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`output + self(x)` with the final matmul and the addition fused (one pass over the output)."""
-        if self.dropout is not None:
-            x = self.dropout(x)
         h = F.linear(x, self.lora_A) * self.scaling
         flat = torch.addmm(output.reshape(-1, output.shape[-1]), h.reshape(-1, self.r), self.lora_B.t())
         return flat.view(output.shape)
@@ -90,6 +89,55 @@ class LoraLayer(nn.Module):
         return f"r={self.r}, alpha={self.alpha}"
 
 
+# ----- PEFT's LoRA --------------------------------------------------------------------------------------
+# PEFT settings that change what an adapter computes in ways we do not reproduce: value(s) accepted.
+_PEFT_MUST_BE = {
+    "use_dora": (False, None), "lora_bias": (False, None), "rank_pattern": ({}, None),
+    "alpha_pattern": ({}, None), "layers_to_transform": (None, []), "layer_replication": (None, []),
+    "target_parameters": (None, []), "trainable_token_indices": (None, {}, []), "use_qalora": (False, None),
+    "alora_invocation_tokens": (None, []), "megatron_config": (None, {}), "loftq_config": ({}, None),
+    "use_bdlora": (None, False),
+}
+_BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
+_PEFT_TENSOR = re.compile(r"(.+)\.lora_([AB])(?:\.default)?\.weight")
+
+
+def _read_peft_config(pc: dict[str, Any]) -> dict[str, Any]:
+    problems = [f"{k}={pc[k]!r}" for k, ok in _PEFT_MUST_BE.items() if k in pc and pc[k] not in ok]
+    if pc.get("bias", "none") != "none":
+        problems.append(f"bias={pc['bias']!r} (only 'none' is supported: the adapter would also train biases)")
+    init = pc.get("init_lora_weights")
+    if isinstance(init, str) and init.lower().startswith(_BASE_CHANGING_INITS):
+        problems.append(f"init_lora_weights={init!r} (it changes the base weights the adapter expects)")
+    if problems:
+        raise CheckpointError(
+            f"This PEFT LoRA adapter uses setting(s) OpenDelta does not reproduce: {'; '.join(problems)}. Load it "
+            f"with PEFT (PeftModel.from_pretrained), or re-train without them.")
+    return {"lora_r": pc["r"], "lora_alpha": pc.get("lora_alpha", 8), "lora_dropout": pc.get("lora_dropout", 0.0),
+            "lora_scaling": "rslora" if pc.get("use_rslora") else "standard"}
+
+
+def _write_peft_config(delta: DeltaBase, cfg: DeltaConfig) -> dict[str, Any]:
+    return {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
+            "use_rslora": cfg.lora_scaling == "rslora", "bias": "none", "init_lora_weights": True,
+            "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
+            "layers_pattern": None}
+
+
+def _read_peft_tensor(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor] | None:
+    m = _PEFT_TENSOR.fullmatch(name)
+    if m:
+        return f"{m.group(1)}.lora.lora_{m.group(2)}", tensor
+    if ".lora_" in name:
+        raise CheckpointError(f"PEFT tensor {name!r} is not a LoRA A/B matrix of a Linear layer (e.g. an "
+                              f"embedding LoRA or DoRA magnitude); OpenDelta cannot load it.")
+    return None
+
+
+def _write_peft_tensor(site: Site, attr: str, key: str, tensor: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {f"{site.name}.{key}.weight": tensor}  # lora_A / lora_B
+
+
 @register_delta("lora")
 class LoraModel(DeltaBase):
     """LoRA on Linear / Conv1D layers addressed by `modified_modules`."""
@@ -97,6 +145,12 @@ class LoraModel(DeltaBase):
     config_class = LoraConfig
     supported_modules = (nn.Linear, Conv1D)
     mergeable = True
+    default_modules = {"*": ["attn.q", "attn.v"], "gpt2": ["attn.qkv"]}
+    default_learning_rate = 4e-3
+    app_settings = {"lora_r": 8, "lora_alpha": 16}
+    peft = PeftMapping("LORA", _read_peft_config, _write_peft_config, _read_peft_tensor, _write_peft_tensor)
+    # 0.3's LoRA layer also carried an unused `lin` Linear whose tensors were saved; they never entered the output
+    legacy = LegacyMapping(tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),))
 
     def build_site(self, site: Site) -> None:
         cfg = self.config
@@ -105,6 +159,6 @@ class LoraModel(DeltaBase):
                                                  rslora=cfg.lora_scaling == "rslora", **site.factory_kwargs()))
 
         def add_update(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return layer.add_to(output, args[0])
+            return layer(args[0], output)
 
         site.on_output(add_update)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
+from ..registry import register_delta
+from ..site import Site
 from ._common import W_INITS, activation, bottleneck_of, check_activation, init_glorot, output_dim, route_output
 
 
@@ -78,6 +79,8 @@ class LowRankAdapterModel(DeltaBase):
     """A low-rank adapter after each module addressed by `modified_modules` (a layer or a whole block)."""
 
     config_class = LowRankAdapterConfig
+    default_modules = {"*": ["attn.proj", "ff.w2"]}
+    default_learning_rate = 6e-3
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

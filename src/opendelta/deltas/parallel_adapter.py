@@ -14,11 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaStateError, ModuleMatchError
 from ..matching import REGEX_PREFIX, is_delta_layer
+from ..registry import register_delta
+from ..site import Site
 from ._common import (activation, check_activation, check_last_dim, first_input, input_dim, map_first_output,
                       output_dim)
 
@@ -66,11 +67,23 @@ class ParallelAdapterLayer(nn.Module):
         return f"scaled={self.scaled}"
 
 
+_FC_PARALLEL = {"modified_modules": ["ff.w1"], "output_module": "fc2"}
+_BERT_PARALLEL = {"modified_modules": ["intermediate"], "common_structure": False, "output_module": "output.dense"}
+
+
 @register_delta("parallel_adapter")
 class ParallelAdapterModel(DeltaBase):
     """A parallel adapter reading the input of each module addressed by `modified_modules`."""
 
     config_class = ParallelAdapterConfig
+    default_modules = {
+        "*": ["ff"],
+        # where no module holds the whole feed-forward block: read the input of the first projection (BERT:
+        # of `intermediate`) and add the update to the output of the second
+        "bart": _FC_PARALLEL, "opt": _FC_PARALLEL, "bert": _BERT_PARALLEL, "deberta-v2": _BERT_PARALLEL,
+    }
+    default_learning_rate = 1e-2
+    app_settings = {"bottleneck_dim": 8}
 
     def _output_target(self, site: Site) -> tuple[str, nn.Module]:
         path = self.config.output_module

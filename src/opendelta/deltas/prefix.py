@@ -36,13 +36,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import UnsupportedModuleError
+from ..registry import register_delta
+from ..site import Site
+from ._common import CACHE_ARGS, CallArgs, positional_names
 
 _ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
-_CACHE_ARGS = ("cache", "past_key_values")
 _MASK_ARGS = ("attention_mask", "mask")
 _CROSS_ARGS = ("key_value_states", "encoder_hidden_states")
 _CROSS_MODULE_NAMES = ("EncDecAttention", "encoder_attn", "crossattention")
@@ -147,32 +148,6 @@ class _PrefixedCache:
         return getattr(inner, name)
 
 
-class _CallArgs:
-    """The arguments of one module call, read and written by parameter name (positional or keyword)."""
-
-    def __init__(self, positional: list[str], args: tuple, kwargs: dict) -> None:
-        self.positional, self.args, self.kwargs = positional, list(args), dict(kwargs)
-
-    def get(self, name: str) -> Any:
-        if name in self.kwargs:
-            return self.kwargs[name]
-        i = self.positional.index(name) if name in self.positional else len(self.args)
-        return self.args[i] if i < len(self.args) else None
-
-    def set(self, name: str, value: Any) -> None:
-        i = self.positional.index(name) if name in self.positional else len(self.args)
-        if name not in self.kwargs and i < len(self.args):
-            self.args[i] = value
-        else:
-            self.kwargs[name] = value
-
-
-def _positional_names(module: nn.Module) -> list[str]:
-    sig = inspect.signature(module.forward)
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return [p.name for p in sig.parameters.values() if p.kind in kinds]
-
-
 def _first_attr(obj: Any, names: tuple[str, ...]) -> int | None:
     for n in names:
         v = getattr(obj, n, None)
@@ -242,15 +217,17 @@ class PrefixModel(DeltaBase):
     """Prefix tuning on the self-attention modules addressed by `modified_modules` (transformers >= 5)."""
 
     config_class = PrefixConfig
+    default_modules = {"*": ["attn"], "bert": ["attn.core"], "deberta-v2": ["attn.core"]}
+    default_learning_rate = 1e-3
     _trunk: PrefixTrunk | None = None
 
     def check_module(self, name: str, module: nn.Module) -> None:
         _require_transformers_5()
         params = set(inspect.signature(module.forward).parameters)
-        if not params & set(_CACHE_ARGS) or not params & set(_MASK_ARGS):
+        if not params & set(CACHE_ARGS) or not params & set(_MASK_ARGS):
             raise UnsupportedModuleError(
                 f"prefix cannot modify {name!r} ({type(module).__name__}): it must be an attention module whose "
-                f"forward takes a cache ({' / '.join(_CACHE_ARGS)}) and a mask ({' / '.join(_MASK_ARGS)}). Point "
+                f"forward takes a cache ({' / '.join(CACHE_ARGS)}) and a mask ({' / '.join(_MASK_ARGS)}). Point "
                 f"`modified_modules` at the self-attention modules, e.g. 'attn', 'self_attn', 'SelfAttention', "
                 f"'attention.self'.")
         if getattr(module, "is_cross_attention", False) or name.split(".")[-1] in _CROSS_MODULE_NAMES:
@@ -272,16 +249,16 @@ class PrefixModel(DeltaBase):
         heads, head_dim = kv_geometry(site.module)
         layer = site.add_layer("prefix", PrefixLayer(cfg.prefix_token_num, heads, head_dim,
                                                      self._trunk if cfg.reparameterize else None, **factory))
-        positional = _positional_names(site.module)
+        positional = positional_names(site.module)
         params = set(inspect.signature(site.module.forward).parameters)
-        cache_arg = next(a for a in _CACHE_ARGS if a in params)
+        cache_arg = next(a for a in CACHE_ARGS if a in params)
         mask_arg = next(a for a in _MASK_ARGS if a in params)
         has_bias = "position_bias" in params
         tokens = cfg.prefix_token_num
         current: list[_PrefixedCache | None] = [None]
 
         def add_prefix(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            call = _CallArgs(positional, args, kwargs)
+            call = CallArgs(positional, args, kwargs)
             if any(call.get(a) is not None for a in _CROSS_ARGS if a in params):
                 raise UnsupportedModuleError(
                     f"prefix on {site.name!r}: the module is being called as cross-attention; prefix supports "
@@ -327,7 +304,7 @@ class PrefixModel(DeltaBase):
         return [root]
 
 
-def _pad_position_bias(module: nn.Module, call: _CallArgs, tokens: int, q_len: int, past: int) -> None:
+def _pad_position_bias(module: nn.Module, call: CallArgs, tokens: int, q_len: int, past: int) -> None:
     """T5-style additive position bias: zero bias for the prefix columns (computed here when the module would)."""
     bias = call.get("position_bias")
     if bias is None and getattr(module, "has_relative_attention_bias", False):

@@ -30,13 +30,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..auto import register_delta
-from ..base import DeltaBase, Site
+from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import ModuleMatchError, UnsupportedModuleError
-from .prefix import _CallArgs, _positional_names
+from ..registry import register_delta
+from ..site import Site
+from ._common import CACHE_ARGS, CallArgs, positional_names
 
-_CACHE_ARGS = ("cache", "past_key_values")
 _SEQUENCE_OUTPUTS = ("logits", "last_hidden_state")
 
 
@@ -82,17 +82,17 @@ class _Prepender:
     """Rewrites one forward call's arguments so the sequence starts with the prompt."""
 
     def __init__(self, module: nn.Module, embedding: nn.Module, layer: SoftPromptLayer) -> None:
-        self.positional = _positional_names(module)
+        self.positional = positional_names(module)
         self.params = set(inspect.signature(module.forward).parameters)
         self.embedding, self.layer = embedding, layer
         self.tokens = layer.soft_embeds.shape[0]
         self.prepended_len: int | None = None  # sequence length after prepending, in the current call
 
-    def _past(self, call: _CallArgs) -> int:
-        cache = next((call.get(a) for a in _CACHE_ARGS if a in self.params and call.get(a) is not None), None)
+    def _past(self, call: CallArgs) -> int:
+        cache = next((call.get(a) for a in CACHE_ARGS if a in self.params and call.get(a) is not None), None)
         return _cached_length(cache)
 
-    def _widen(self, call: _CallArgs, name: str, value: float) -> None:
+    def _widen(self, call: CallArgs, name: str, value: float) -> None:
         t = call.get(name)
         if t is not None:
             call.set(name, torch.cat([t.new_full((t.shape[0], self.tokens), value), t], dim=1))
@@ -103,7 +103,7 @@ class _Prepender:
                 "soft_prompt needs a 2-D attention_mask (batch, sequence) or none; got "
                 f"{getattr(mask, 'shape', type(mask).__name__)}.")
 
-    def prepend(self, call: _CallArgs, labels: bool) -> None:
+    def prepend(self, call: CallArgs, labels: bool) -> None:
         """Embed, put the prompt in front, widen mask / token types / labels, shift given positions."""
         self.prepended_len = None
         ids, embeds, mask = call.get("input_ids"), call.get("inputs_embeds"), call.get("attention_mask")
@@ -163,6 +163,9 @@ class SoftPromptModel(DeltaBase):
     """Soft prompt tuning; `modified_modules` names the model's input embedding."""
 
     config_class = SoftPromptConfig
+    default_modules = {"*": ["embeddings"], "t5": ["encoder.embeddings"], "bart": ["encoder.embeddings"]}
+    default_learning_rate = 1e-2
+    app_settings = {"soft_token_num": 20}  # 100 tokens would triple the demo's sequences
     supported_modules = (nn.Embedding,)
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
@@ -202,7 +205,7 @@ class SoftPromptModel(DeltaBase):
             prepender = _Prepender(root, site.module, layer)
 
             def prepend(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-                call = _CallArgs(prepender.positional, args, kwargs)
+                call = CallArgs(prepender.positional, args, kwargs)
                 prepender.prepend(call, labels=True)
                 return tuple(call.args), call.kwargs
 
@@ -212,7 +215,7 @@ class SoftPromptModel(DeltaBase):
         enc = _Prepender(encoder, site.module, layer)
 
         def prepend_encoder(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            call = _CallArgs(enc.positional, args, kwargs)
+            call = CallArgs(enc.positional, args, kwargs)
             enc.prepend(call, labels=False)
             enc.prepended_len = None  # the encoder's output keeps the prompt: the decoder attends to it
             return tuple(call.args), call.kwargs
@@ -223,10 +226,10 @@ class SoftPromptModel(DeltaBase):
 
 def _cross_mask_widener(root: nn.Module, tokens: int):
     """Pre-hook for an encoder-decoder root: the `attention_mask` it hands the decoder must cover the prompt."""
-    positional = _positional_names(root)
+    positional = positional_names(root)
 
     def widen(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-        call = _CallArgs(positional, args, kwargs)
+        call = CallArgs(positional, args, kwargs)
         mask = call.get("attention_mask")
         if mask is None:
             return args, kwargs

@@ -17,10 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt
-from ..config import CONFIG_NAME
+from .. import io as ckpt
 from ..errors import CheckpointError
-from ..hub import HubOptions, resolve_checkpoint
+from ..hub import HubOptions, resolve_checkpoint, split_hub_options
+from ..io import CONFIG_NAME
+from ..providers import provide
 from . import legacy, peft
 
 OPENDELTA, LEGACY, PEFT = "opendelta", "opendelta-0.3", "peft"
@@ -76,6 +77,16 @@ def open_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOpti
         adapter_config = ckpt.read_json_object(folder / peft.CONFIG_NAME)
         return Checkpoint(PEFT, folder, source, peft.to_opendelta_config(adapter_config))
     raise CheckpointError(_no_checkpoint_message(folder, source, data))
+
+
+def read_checkpoint_config(path_or_id: str | os.PathLike, kwargs: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                                          dict[str, Any]]:
+    """`DeltaConfig.from_finetuned`: (the checkpoint's config dict, the keywords that override its keys)."""
+    options, overrides = split_hub_options(kwargs)
+    return open_checkpoint(path_or_id, options, config_only=True).config, overrides
+
+
+provide("read_checkpoint_config", read_checkpoint_config)
 
 
 def _no_checkpoint_message(folder: Path, source: str, config: dict[str, Any] | None) -> str:

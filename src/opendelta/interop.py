@@ -1,0 +1,59 @@
+"""How a delta type maps onto other libraries' checkpoints, declared by the type in its own file.
+
+A delta class sets `peft = PeftMapping(...)` when PEFT has the same method, and `legacy = LegacyMapping(...)`
+when OpenDelta 0.3 stored it differently; `formats/peft.py` and `formats/legacy.py` only read these.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import DeltaBase, Site
+    from .config import DeltaConfig
+
+
+@dataclass(frozen=True)
+class PeftMapping:
+    """A delta type's PEFT counterpart.
+
+    peft_type: PEFT's `peft_type` ("LORA", "IA3").
+    read_config(adapter_config) -> our type-specific config keys (raise CheckpointError for settings that
+        cannot be reproduced). Targets, excludes, modules_to_save and the backbone are read generically.
+    write_config(delta, config) -> PEFT's type-specific adapter_config keys (may override target_modules).
+    read_tensor(name, tensor) -> (our key, tensor), or None when `name` is not one of the delta's tensors
+        (then it is a `modules_to_save` tensor). `name` has PEFT's `base_model.model.` prefix removed.
+    write_tensor(site, attr, key, tensor) -> {PEFT name (no prefix): tensor} for the tensor `key` of the
+        delta layer `attr` on `site`.
+    """
+
+    peft_type: str
+    read_config: Callable[[dict[str, Any]], dict[str, Any]]
+    write_config: Callable[["DeltaBase", "DeltaConfig"], dict[str, Any]]
+    read_tensor: Callable[[str, torch.Tensor], "tuple[str, torch.Tensor] | None"]
+    write_tensor: Callable[["Site", str, str, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class LegacyMapping:
+    """What OpenDelta 0.3 wrote differently for a delta type.
+
+    config_keys: 0.3 config key -> our key, or None when the key means nothing here (dropped with a log).
+    tensor_renames: (regex over a tensor name, replacement) pairs applied in order; a None replacement
+        drops the tensor (0.3 saved it but no computation used it).
+    """
+
+    config_keys: Mapping[str, str | None] = field(default_factory=dict)
+    tensor_renames: tuple[tuple[str, str | None], ...] = ()
+
+    def rename_tensor(self, name: str) -> str | None:
+        for pattern, replacement in self.tensor_renames:
+            if re.search(pattern, name):
+                if replacement is None:
+                    return None
+                name = re.sub(pattern, replacement, name)
+        return name

@@ -1,0 +1,92 @@
+"""Site: one modified module and everything a delta put on it (child layers, hooks). The only place that
+registers or removes hooks on the backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from .errors import DeltaStateError
+from .matching import DELTA_MARKER
+
+
+@dataclass
+class _Hook:
+    kind: str  # "forward" (module, args, output) or "pre" (module, args[, kwargs])
+    fn: Callable[..., Any]
+    with_kwargs: bool = False
+    target: nn.Module | None = None  # the module hooked (None: the site's module)
+
+
+@dataclass
+class Site:
+    """One modified module and everything a delta put on it."""
+
+    name: str
+    module: nn.Module
+    layers: dict[str, nn.Module] = field(default_factory=dict)
+    hooks: list[_Hook] = field(default_factory=list)
+    handles: list[RemovableHandle] = field(default_factory=list)
+
+    # -- used by delta types while building ------------------------------------------------
+    def add_layer(self, attr: str, layer: nn.Module) -> nn.Module:
+        """Register `layer` as the child `attr` of the modified module (done when the delta activates)."""
+        setattr(layer, DELTA_MARKER, True)
+        self.layers[attr] = layer
+        return layer
+
+    def on_output(self, fn: Callable[[nn.Module, tuple, Any], Any], target: nn.Module | None = None) -> None:
+        """`fn(module, args, output) -> new output` runs after the module's (or `target`'s) forward."""
+        self.hooks.append(_Hook("forward", fn, target=target))
+
+    def on_input(self, fn: Callable[..., Any], with_kwargs: bool = False, target: nn.Module | None = None) -> None:
+        """`fn(module, args) -> new args` (or `fn(module, args, kwargs) -> (args, kwargs)`) runs before the
+        module's (or `target`'s) forward."""
+        self.hooks.append(_Hook("pre", fn, with_kwargs, target))
+
+    @property
+    def weight(self) -> torch.Tensor | None:
+        """The tensor whose device / dtype the delta's parameters should follow."""
+        w = getattr(self.module, "weight", None)
+        if isinstance(w, torch.Tensor):
+            return w
+        return next(self.module.parameters(), None)
+
+    def factory_kwargs(self) -> dict[str, Any]:
+        w = self.weight
+        return {} if w is None else {"device": w.device, "dtype": w.dtype}
+
+    # -- used by DeltaBase -------------------------------------------------------------------
+    def activate(self, hooks: bool = True) -> None:
+        for attr, layer in self.layers.items():
+            if attr in self.module._modules or hasattr(self.module, attr):
+                raise DeltaStateError(
+                    f"Module {self.name!r} already has an attribute {attr!r}; another delta of the same "
+                    f"type is probably attached there. Detach it first.")
+        for attr, layer in self.layers.items():
+            self.module.add_module(attr, layer)
+        if hooks:
+            self.register_hooks()
+
+    def register_hooks(self) -> None:
+        for h in self.hooks:
+            module = h.target if h.target is not None else self.module
+            if h.kind == "forward":
+                self.handles.append(module.register_forward_hook(h.fn))
+            else:
+                self.handles.append(module.register_forward_pre_hook(h.fn, with_kwargs=h.with_kwargs))
+
+    def remove_hooks(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def deactivate(self) -> None:
+        self.remove_hooks()
+        for attr, layer in self.layers.items():
+            if self.module._modules.get(attr) is layer:
+                del self.module._modules[attr]
