@@ -14,6 +14,7 @@ inputs, and the helpers every test module shares. A plain module: tests import i
     SEQ2SEQ       the encoder-decoder families
     RAW           family -> block role -> raw module-name suffix, written by hand from each model's named_modules()
     HIDDEN, LAYERS, HEADS, VOCAB, FF   the tiny sizes
+    bert_config(**changes)        the tiny BERT's config with changes (test_train saves one with its own vocabulary)
 
 Families beyond the map: "roberta-cls" (a RoBERTa classifier, for prefix / soft-prompt tests) and "toy" (a plain
 nn.Sequential). "bart" and "t5-v1_1" are set up for generate(): no forced BOS / EOS, and T5 v1.1 has
@@ -60,8 +61,13 @@ def _t5_v1_1() -> nn.Module:
     return T.T5ForConditionalGeneration(cfg)
 
 
+def bert_config(**changes) -> T.BertConfig:
+    """The tiny BERT's config (e.g. `vocab_size=` for a model saved next to its own tokenizer)."""
+    return T.BertConfig(**{**_ENC, "max_position_embeddings": 64, **changes})
+
+
 def _bert() -> nn.Module:
-    return T.BertForSequenceClassification(T.BertConfig(**{**_ENC, "max_position_embeddings": 64}))
+    return T.BertForSequenceClassification(bert_config())
 
 
 def _gpt2() -> nn.Module:
