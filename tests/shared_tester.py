@@ -1,8 +1,8 @@
-"""Reusable property checks for any delta type on any tiny backbone family (see conftest.build).
+"""Reusable property checks for any delta type on any tiny backbone family (see tiny.build). A plain module.
 
 API (every function takes the same three leading arguments and raises AssertionError on failure):
 
-    family      one of conftest.BUILDERS: "t5", "bert", "gpt2", "llama", "toy"
+    family      one of tiny.CORE: "t5", "bert", "gpt2", "llama", "toy" (any tiny.FAMILIES entry works)
     delta_type  a registered delta type, e.g. "adapter"
     config      the rest of the config dict, WITH explicit "modified_modules"
 
@@ -19,7 +19,8 @@ API (every function takes the same three leading arguments and raises AssertionE
     check_detach_attach(...)       detach gives exactly the original output and keys; attach puts it back
     check_roundtrip(..., tmp_path) save_finetuned -> from_finetuned on a fresh backbone: equal outputs
     check_hash_mismatch(..., tmp_path)  loading on a backbone with one changed weight raises
-                                   HashMismatchError and leaves that backbone untouched
+                                   HashMismatchError (naming the weight and check_hash=False) and leaves that
+                                   backbone untouched; check_hash=False then loads it
     check_merge(...)               merge() equals the unmerged output (atol 1e-5) and unmerge() restores;
                                    for non-mergeable types, merge() raises DeltaStateError
     check_dtype(..., dtype=torch.bfloat16)  attach to a half-precision backbone: delta follows dtype, runs
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build, inputs_for, loss_of, run
+from tiny import build, inputs_for, loss_of, run
 from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, DeltaBase
@@ -68,7 +69,7 @@ def perturb(delta: DeltaBase, scale: float = 0.5, seed: int = 0) -> None:
 
 
 def _inputs(model: nn.Module, family: str) -> dict:
-    """conftest.inputs_for, with floating inputs cast to the model's dtype."""
+    """tiny.inputs_for, with floating inputs cast to the model's dtype."""
     dtype = next(model.parameters()).dtype
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs_for(family).items()}
 
@@ -226,10 +227,13 @@ def check_hash_mismatch(family: str, delta_type: str, config: dict, tmp_path: Pa
     with torch.no_grad():
         p.view(-1)[0] += 1.0
     before = _snapshot(changed)
-    with pytest.raises(HashMismatchError, match=name.replace(".", r"\.")):
+    with pytest.raises(HashMismatchError, match=name.replace(".", r"\.")) as err:
         AutoDeltaModel.from_finetuned(ckpt, backbone_model=changed)
+    assert "check_hash=False" in str(err.value), "the error does not say how to load anyway"
     _assert_same_state(changed, before)
     assert _no_hooks(changed)
+    loaded = AutoDeltaModel.from_finetuned(ckpt, backbone_model=changed, check_hash=False)
+    assert loaded.attached and type(loaded) is type(delta)
 
 
 def check_merge(family: str, delta_type: str, config: dict, atol: float = 1e-5) -> None:

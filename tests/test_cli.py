@@ -15,8 +15,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
-from conftest import build, inputs_for, run
 from safetensors import safe_open
+from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaModel, LoraModel
 from opendelta.app import cli
@@ -134,12 +134,14 @@ def test_show_delta_checkpoint_folder_and_only_trainable(files, capsys):
     assert "key" not in proc.stdout and "embeddings" not in proc.stdout
 
 
-def test_show_errors(files, capsys):
+def test_show_errors(files, tmp_path, capsys):
     assert_one_line_error(opendelta("show", files["root"] / "missing"), 2, "show", "does not exist")
     assert_one_line_error(inprocess(capsys, "show", files["ckpt"]), 1, "show", "is a delta checkpoint", "--delta")
     assert_one_line_error(inprocess(capsys, "show", files["root"]), 1, "show", "not a transformers model folder")
     assert_one_line_error(inprocess(capsys, "show", files["bert"], "--config", "bert"), 2, "show", "not both")
-    assert_one_line_error(inprocess(capsys, "show", "--config", "bert", "--save", "x.png"), 2, "show", ".svg")
+    png = tmp_path / "x.png"
+    assert_one_line_error(inprocess(capsys, "show", "--config", "bert", "--save", png), 2, "show", ".svg")
+    assert not png.exists()
 
 
 def test_verbosity_flags_before_or_after_the_command(tmp_path, capsys):

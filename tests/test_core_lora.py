@@ -1,10 +1,13 @@
-"""The AutoDelta flow with LoRA on every tiny family: attach, train, freeze, detach, save/load, hash."""
+"""LoRA on every core tiny family: the shared property checks (attach, output, gradients, training, detach, save/load,
+hash, merge, dtype), and what is LoRA's own: checkpoint contents, unfrozen modules, half precision, merge and unload,
+two deltas on one backbone, addressing, counts and the error paths."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build, inputs_for, loss_of, run
+from shared_tester import check_all
+from tiny import CORE, build, inputs_for, loss_of, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel, Visualization
 from opendelta.errors import (CheckpointError, DeltaStateError, HashMismatchError, ModuleMatchError,
@@ -17,7 +20,7 @@ TARGETS = {
     "llama": ["self_attn.q_proj", "self_attn.v_proj"],
     "toy": ["0", "2"],
 }
-FAMILIES = list(TARGETS)
+assert list(TARGETS) == CORE
 
 
 def make(family, r=4, **extra):
@@ -37,83 +40,10 @@ def train_steps(model, family, n=3, lr=1e-2):
     model.eval()
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_attach_keeps_class_and_keys_and_output(family):
-    model = build(family)
-    keys_before = list(model.state_dict())
-    cls_before = {n: type(m) for n, m in model.named_modules()}
-    x = inputs_for(family)
-    with torch.no_grad():
-        ref = run(model, family, x)
-    _, delta = None, LoraModel(model, modified_modules=TARGETS[family], lora_r=4)
-    assert {n: type(m) for n, m in model.named_modules() if n in cls_before} == cls_before
-    new_keys = [k for k in model.state_dict() if k not in keys_before]
-    assert keys_before == [k for k in model.state_dict() if k in keys_before]
-    assert new_keys and all(".lora.lora_" in k for k in new_keys)
-    assert len(new_keys) == 2 * len(delta.sites)
-    with torch.no_grad():  # B is zero: the output is unchanged until training
-        assert torch.equal(run(model, family, x), ref)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_training_changes_only_deltas_and_detach_restores(family):
-    model, delta = make(family)
-    delta.freeze_module(exclude=["deltas"], set_state_dict=True)
-    x = inputs_for(family)
-    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora." not in n}
-    delta_before = {n: p.detach().clone() for n, p in model.named_parameters() if ".lora." in n}
-    with torch.no_grad():
-        delta.detach()
-        ref = run(model, family, x)
-        delta.attach()
-    model.train()
-    loss_of(run(model, family, x)).backward()
-    for n, p in model.named_parameters():
-        assert (p.grad is not None) == (".lora." in n), n
-    model.zero_grad()
-    train_steps(model, family)
-    for n, p in model.named_parameters():
-        if n in frozen_before:
-            assert torch.equal(p, frozen_before[n]), n
-        else:
-            assert not torch.equal(p, delta_before[n]), n
-    with torch.no_grad():
-        out = run(model, family, x)
-        assert not torch.allclose(out, ref)
-        delta.detach()
-        assert torch.equal(run(model, family, x), ref)
-        assert not any(".lora." in k for k in model.state_dict())
-        delta.attach()
-        assert torch.equal(run(model, family, x), out)
-
-
-@pytest.mark.parametrize("family", FAMILIES)
-def test_save_load_roundtrip_and_hash(family, tmp_ckpt):
-    model, delta = make(family)
-    delta.freeze_module(exclude=["deltas"], set_state_dict=True)
-    train_steps(model, family)
-    x = inputs_for(family)
-    with torch.no_grad():
-        out = run(model, family, x)
-    delta.save_finetuned(tmp_ckpt)
-    fresh = build(family)
-    delta2 = AutoDeltaModel.from_finetuned(tmp_ckpt, backbone_model=fresh)
-    assert type(delta2) is LoraModel and delta2.config.lora_r == 4
-    with torch.no_grad():
-        assert torch.equal(run(fresh, family, x), out)
-
-    changed = build(family)
-    name, p = next((n, p) for n, p in changed.named_parameters() if p.dim() == 2)
-    with torch.no_grad():
-        p[0, 0] += 1.0
-    before = {k: v.clone() for k, v in changed.state_dict().items()}
-    with pytest.raises(HashMismatchError, match=name.replace(".", r"\.")) as err:
-        AutoDeltaModel.from_finetuned(tmp_ckpt, backbone_model=changed)
-    assert "check_hash=False" in str(err.value)
-    # the failed load left the backbone exactly as it was
-    assert list(changed.state_dict()) == list(before)
-    assert all(torch.equal(changed.state_dict()[k], v) for k, v in before.items())
-    AutoDeltaModel.from_finetuned(tmp_ckpt, backbone_model=changed, check_hash=False)
+# ----- the shared properties (B starts at zero: the output is exactly the backbone's until training) --------
+@pytest.mark.parametrize("family", CORE)
+def test_shared_properties(family, tmp_path):
+    check_all(family, "lora", {"modified_modules": TARGETS[family], "lora_r": 4}, tmp_path, identity_atol=0)
 
 
 def test_checkpoint_is_delta_only_and_records_versions(tmp_ckpt):
@@ -170,25 +100,20 @@ def test_half_precision_roundtrip_and_dtype_change_detected(dtype, tmp_ckpt):
         AutoDeltaModel.from_finetuned(tmp_ckpt, backbone_model=build("llama"))
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "toy"])
-def test_merge_equals_unmerged(family):
-    model, delta = make(family)
+def test_merge_twice_and_save_while_merged_are_refused(tmp_path):
+    model, delta = make("bert")
     with torch.no_grad():
         for p in delta.delta_parameters():
             p.normal_(std=0.1)
-    x = inputs_for(family)
-    with torch.no_grad():
-        unmerged = run(model, family, x)
         delta.merge()
-        assert all(not s.module._forward_hooks for s in delta.sites)  # plain layer, no hook left
-        merged = run(model, family, x)
-        torch.testing.assert_close(merged, unmerged, rtol=1e-5, atol=1e-5)
-        with pytest.raises(DeltaStateError):
-            delta.merge()
-        delta.unmerge()
-        torch.testing.assert_close(run(model, family, x), unmerged, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DeltaStateError, match="already merged"):
+        delta.merge()
     with pytest.raises(DeltaStateError, match="unmerge"):
-        delta.merge() or delta.save_finetuned("unused")
+        delta.save_finetuned(tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()
+    delta.unmerge()
+    delta.save_finetuned(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "delta_model.safetensors").is_file()
 
 
 def test_two_delta_models_on_one_backbone():

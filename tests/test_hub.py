@@ -14,8 +14,8 @@ import huggingface_hub
 import pytest
 import torch
 import transformers
-from conftest import build, inputs_for, run
 from huggingface_hub import HfApi, constants
+from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraConfig, LoraModel
 from opendelta.errors import CheckpointError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build, inputs_for, run
+from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel
 from opendelta.errors import CheckpointError, DeltaConfigError
@@ -124,10 +124,6 @@ def test_config_overrides_and_0_3_defaults(tmp_path):
 
 
 def test_legacy_common_structure_names(tmp_path):
-    from opendelta import structures
-
-    if not hasattr(structures, "LEGACY_MARK"):
-        pytest.skip("structures.py does not translate OpenDelta 0.3 'attn@.q@' names yet")
     model = build("t5")
     state = {k: v for k, v in legacy_state(model).items() if ".SelfAttention." in k or "final_layer_norm" in k}
     folder = write_legacy(tmp_path, legacy_config(modified_modules=["attn@.q@", "attn@.v@"], common_structure=True),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import build, inputs_for, run
+from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel
 from opendelta.errors import CheckpointError, ModuleMatchError

@@ -10,66 +10,22 @@ import sys
 import pytest
 import torch
 import transformers
-from conftest import HEADS, HIDDEN, VOCAB, build, inputs_for, loss_of
-from shared_tester import check_all
+from generation import batch, greedy_by_hand
+from shared_tester import check_all, perturb
+from tiny import HEADS, HIDDEN, SEQ2SEQ, VOCAB, build, inputs_for, loss_of
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, PrefixModel
 from opendelta.deltas import prefix as prefix_mod
 from opendelta.errors import DeltaStateError, UnsupportedModuleError
 
-TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "roberta": ["attention.self"], "gpt2": ["attn"],
-           "llama": ["self_attn"], "bart": ["self_attn"], "t5v11": ["SelfAttention"]}
+TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "roberta-cls": ["attention.self"],
+           "gpt2": ["attn"], "llama": ["self_attn"], "bart": ["self_attn"], "t5-v1_1": ["SelfAttention"]}
 SMALL = {"prefix_token_num": 3, "embed_dim": 8, "mid_dim": 16}
-
-
-def tiny_bart():
-    cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=HIDDEN, encoder_layers=2, decoder_layers=2,
-                                  encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=64,
-                                  decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
-                                  eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None,
-                                  forced_bos_token_id=None)
-    return transformers.BartForConditionalGeneration(cfg)
-
-
-def tiny_t5_v11():
-    """T5 v1.1 layout: gated-GELU feed-forward, untied head, and d_kv * num_heads (48) != d_model (32)."""
-    cfg = transformers.T5Config(vocab_size=VOCAB, d_model=HIDDEN, d_kv=12, d_ff=64, num_layers=2,
-                                num_decoder_layers=2, num_heads=HEADS, feed_forward_proj="gated-gelu",
-                                tie_word_embeddings=False, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
-    return transformers.T5ForConditionalGeneration(cfg)
-
-
-def tiny_roberta():
-    cfg = transformers.RobertaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2,
-                                     num_attention_heads=HEADS, intermediate_size=64, max_position_embeddings=72,
-                                     pad_token_id=1)
-    return transformers.RobertaForSequenceClassification(cfg)
-
-
-def make_model(family, seed=0):
-    torch.manual_seed(seed)
-    builders = {"bart": tiny_bart, "t5v11": tiny_t5_v11, "roberta": tiny_roberta}
-    model = builders.get(family, lambda: build(family, seed))()
-    return model.eval()
 
 
 def attach(model, family, **extra):
     cfg = AutoDeltaConfig.from_dict({"delta_type": "prefix", "modified_modules": TARGETS[family], **SMALL, **extra})
     return AutoDeltaModel.from_config(cfg, backbone_model=model)
-
-
-def perturb(delta, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in delta.delta_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-
-
-def batch(family, seed=1):
-    x = inputs_for("gpt2", seed=seed)  # input_ids + attention_mask (row 0 padded at the end)
-    if family in ("t5", "t5v11", "bart"):
-        x["decoder_input_ids"] = torch.randint(3, VOCAB, (2, 5), generator=torch.Generator().manual_seed(seed))
-    return x
 
 
 # ----- the shared properties (attach, grads, frozen weights, detach, save/load, hash, merge, dtype) -----------
@@ -82,10 +38,10 @@ def test_shared_properties_without_reparameterization(tmp_path):
     check_all("llama", "prefix", {"modified_modules": TARGETS["llama"], **SMALL, "reparameterize": False}, tmp_path)
 
 
-@pytest.mark.parametrize("family", ["bart", "t5v11", "roberta"])
+@pytest.mark.parametrize("family", ["bart", "t5-v1_1", "roberta-cls"])
 def test_train_detach_save_load(family, tmp_path):
-    """The same properties on families the shared tester does not build (BART, T5 v1.1)."""
-    model = make_model(family)
+    """The same properties on families the shared property checks do not run on (BART, T5 v1.1, RoBERTa)."""
+    model = build(family)
     x = batch(family)
     with torch.no_grad():
         ref = model(**x).logits
@@ -109,32 +65,13 @@ def test_train_detach_save_load(family, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**x).logits, ref)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    fresh = make_model(family)
+    fresh = build(family)
     AutoDeltaModel.from_finetuned(tmp_path / "ckpt", backbone_model=fresh)
     with torch.no_grad():
         assert torch.equal(fresh(**x).logits, out)
 
 
 # ----- generate(): the cached path equals an uncached step-by-step decode of the prefixed model -----------
-def greedy_by_hand(model, family, ids, mask, steps):
-    """Greedy decoding with full forwards and no cache, the reference for generate(): (tokens, step logits)."""
-    step_logits = []
-    if family in ("t5", "t5v11", "bart"):
-        out = torch.full((ids.shape[0], 1), model.config.decoder_start_token_id)
-        for _ in range(steps):
-            logits = model(input_ids=ids, attention_mask=mask, decoder_input_ids=out, use_cache=False).logits[:, -1]
-            step_logits.append(logits)
-            out = torch.cat([out, logits.argmax(-1, keepdim=True)], dim=1)
-        return out, torch.stack(step_logits)
-    out, mask = ids, mask
-    for _ in range(steps):
-        logits = model(input_ids=out, attention_mask=mask, use_cache=False).logits[:, -1]
-        step_logits.append(logits)
-        out = torch.cat([out, logits.argmax(-1, keepdim=True)], dim=1)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-    return out, torch.stack(step_logits)
-
-
 @pytest.fixture
 def prefix_calls(monkeypatch):
     """Records, for every cache update during a forward, (keys returned) - (keys stored in the real cache)."""
@@ -151,10 +88,10 @@ def prefix_calls(monkeypatch):
     return seen
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "bart", "t5v11"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "bart", "t5-v1_1"])
 def test_generate_matches_uncached_decode(family, prefix_calls):
     steps = 5
-    model = make_model(family)
+    model = build(family)
     x = batch(family)
     ids, mask = x["input_ids"], torch.ones_like(x["input_ids"])
     base = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
@@ -165,7 +102,7 @@ def test_generate_matches_uncached_decode(family, prefix_calls):
     gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
                          eos_token_id=None, output_logits=True, return_dict_in_generate=True)
     n_sites = len(delta.modified_module_names)
-    cross = family in ("t5", "t5v11", "bart")
+    cross = family in SEQ2SEQ
     # prefix at every step in every prefixed layer: steps forwards (the encoder runs once, before them)
     expected_calls = (n_sites // 2 + steps * n_sites // 2) if cross else steps * n_sites
     assert len(prefix_calls) == expected_calls
@@ -184,7 +121,7 @@ def test_generate_matches_uncached_decode(family, prefix_calls):
 
 def test_generate_with_left_padding_matches_uncached_decode():
     """Llama with a left-padded prompt: generate (cached, position ids from the mask) vs full forwards."""
-    model = make_model("llama")
+    model = build("llama")
     delta = attach(model, "llama")
     perturb(delta)
     ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
@@ -201,9 +138,9 @@ def test_generate_with_left_padding_matches_uncached_decode():
 
 
 # ----- a direct reference: softmax over [prefix_k; k] computed by hand --------------------------------------
-@pytest.mark.parametrize("family", ["bert", "roberta"])
+@pytest.mark.parametrize("family", ["bert", "roberta-cls"])
 def test_bert_attention_matches_hand_computation(family):
-    model = make_model(family)
+    model = build(family)
     delta = attach(model, family)
     perturb(delta)
     attn = model.base_model.encoder.layer[0].attention.self
@@ -228,7 +165,7 @@ def test_bert_attention_matches_hand_computation(family):
 @pytest.mark.parametrize("impl", ["sdpa", "eager"])
 def test_llama_gqa_rotary_attention_matches_hand_computation(impl, padded):
     """Grouped-query attention with rotary embeddings, causal, optionally a padded row: prefix keys are not rotated."""
-    model = make_model("llama")
+    model = build("llama")
     model.set_attn_implementation(impl)
     delta = attach(model, "llama")
     perturb(delta)
@@ -265,7 +202,7 @@ def test_llama_gqa_rotary_attention_matches_hand_computation(impl, padded):
 
 def test_t5_position_bias_only_on_real_keys():
     """T5 relative position bias applies to real keys; the prefix columns get zero bias."""
-    model = make_model("t5")
+    model = build("t5")
     delta = attach(model, "t5")
     perturb(delta)
     attn = model.encoder.block[0].layer[0].SelfAttention
@@ -285,7 +222,7 @@ def test_t5_position_bias_only_on_real_keys():
 
 # ----- exact parameter counts ------------------------------------------------------------------------------
 def test_parameter_count_reparameterized():
-    model = make_model("llama")
+    model = build("llama")
     delta = attach(model, "llama", prefix_token_num=3, embed_dim=8, mid_dim=16)
     # trunk: embedding 3*8 = 24, Linear(8 -> 16) = 8*16 + 16 = 144                       -> 168
     # per layer: kv_dim = 2 kv heads * head 8 = 16; Linear(16 -> 2*16) = 16*32 + 32 = 544   -> 2 layers = 1088
@@ -295,8 +232,8 @@ def test_parameter_count_reparameterized():
 
 
 def test_parameter_count_plain_and_t5_v11_width():
-    model = make_model("t5v11")
-    delta = attach(model, "t5v11", prefix_token_num=3, reparameterize=False)
+    model = build("t5-v1_1")
+    delta = attach(model, "t5-v1_1", prefix_token_num=3, reparameterize=False)
     # 4 self-attention modules (2 encoder + 2 decoder), each: key + value of 4 heads * 3 tokens * d_kv 12
     assert delta.num_delta_parameters() == 4 * 2 * (4 * 3 * 12) == 1152
     assert "prefix_trunk" not in dict(model.named_children())
@@ -304,7 +241,7 @@ def test_parameter_count_plain_and_t5_v11_width():
 
 # ----- errors ------------------------------------------------------------------------------------------------
 def test_merge_is_refused():
-    model = make_model("gpt2")
+    model = build("gpt2")
     delta = attach(model, "gpt2")
     with pytest.raises(DeltaStateError, match="cannot be merged"):
         delta.merge()
@@ -316,7 +253,7 @@ def test_merge_is_refused():
     ("gpt2", ["c_attn"], "attention module"),
 ])
 def test_unsupported_targets_leave_model_untouched(family, target, match):
-    model = make_model(family)
+    model = build(family)
     keys = list(model.state_dict())
     with pytest.raises(UnsupportedModuleError, match=match):
         PrefixModel(model, modified_modules=target, **SMALL)
@@ -325,14 +262,14 @@ def test_unsupported_targets_leave_model_untouched(family, target, match):
 
 
 def test_unsupported_attention_implementation():
-    model = make_model("gpt2")
+    model = build("gpt2")
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(UnsupportedModuleError, match="flex_attention.*sdpa"):
         attach(model, "gpt2")
 
 
 def test_attention_implementation_switched_after_attach():
-    model = make_model("gpt2")
+    model = build("gpt2")
     attach(model, "gpt2")
     model.config._attn_implementation = "flex_attention"
     with pytest.raises(UnsupportedModuleError, match="flex_attention"):
@@ -340,7 +277,7 @@ def test_attention_implementation_switched_after_attach():
 
 
 def test_old_transformers_is_refused_clearly(monkeypatch):
-    model = make_model("gpt2")
+    model = build("gpt2")
     # the module object in sys.modules at attach time (transformers may swap its lazy module while loading)
     monkeypatch.setattr(sys.modules["transformers"], "__version__", "4.45.2")
     with pytest.raises(UnsupportedModuleError, match=r"transformers >= 5\.0 \(installed: 4\.45\.2\)"):
@@ -371,7 +308,7 @@ def test_module_that_ignores_the_cache_is_an_error_not_a_silent_no_op():
 @pytest.mark.parametrize("family", ["gpt2", "t5"])
 def test_beam_search_cached_equals_uncached(family):
     """Beam search reorders the cache between steps: with and without a cache it must pick the same beams."""
-    model = make_model(family)
+    model = build(family)
     perturb(attach(model, family), scale=1.0)
     x = batch(family)
     kw = dict(input_ids=x["input_ids"], attention_mask=torch.ones_like(x["input_ids"]), max_new_tokens=5,

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import HIDDEN, VOCAB, build, loss_of
+from generation import batch, greedy_by_hand
 from shared_tester import check_all
-from test_prefix import batch, greedy_by_hand, make_model
+from tiny import HIDDEN, VOCAB, build, loss_of
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, SoftPromptModel
 from opendelta.errors import DeltaStateError, ModuleMatchError, UnsupportedModuleError
 
-TARGETS = {"t5": ["shared"], "bert": ["word_embeddings"], "roberta": ["word_embeddings"], "gpt2": ["wte"], "llama": ["embed_tokens"],
-           "bart": ["model.shared"]}
+TARGETS = {"t5": ["shared"], "bert": ["word_embeddings"], "roberta-cls": ["word_embeddings"], "gpt2": ["wte"],
+           "llama": ["embed_tokens"], "bart": ["model.shared"]}
 ENC_DEC = ("t5", "bart")
 P = 4
 
@@ -51,7 +51,7 @@ def test_shared_properties(family, tmp_path):
 
 
 def test_bart_train_detach_save_load(tmp_path):
-    model = make_model("bart")
+    model = build("bart")
     x = inputs("bart")
     with torch.no_grad():
         ref = model(**x).logits
@@ -73,16 +73,16 @@ def test_bart_train_detach_save_load(tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**x).logits, ref)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    fresh = make_model("bart")
+    fresh = build("bart")
     AutoDeltaModel.from_finetuned(tmp_path / "ckpt", backbone_model=fresh)
     with torch.no_grad():
         assert torch.equal(fresh(**x).logits, out)
 
 
 # ----- the math: equal to the plain backbone on embeddings prepended by hand ------------------------------
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta", "t5", "bart"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta-cls", "t5", "bart"])
 def test_equals_backbone_on_prepended_embeddings(family):
-    model = make_model(family)
+    model = build(family)
     x = inputs(family)
     delta = attach(model, family)
     with torch.no_grad():
@@ -101,9 +101,9 @@ def test_equals_backbone_on_prepended_embeddings(family):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta", "t5", "bart"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta-cls", "t5", "bart"])
 def test_input_ids_or_embeds_with_or_without_mask(family):
-    model = make_model(family)
+    model = build(family)
     attach(model, family)
     x = inputs(family)
     x["attention_mask"] = torch.ones_like(x["attention_mask"])
@@ -118,7 +118,7 @@ def test_input_ids_or_embeds_with_or_without_mask(family):
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_labels_are_extended_with_ignore_index(family):
-    model = make_model(family)
+    model = build(family)
     delta = attach(model, family)
     x = inputs(family)
     labels = x["input_ids"].masked_fill(x["attention_mask"] == 0, -100)
@@ -132,7 +132,7 @@ def test_labels_are_extended_with_ignore_index(family):
 
 
 def test_encoder_decoder_prompt_reaches_encoder_and_cross_attention_mask():
-    model = make_model("t5")
+    model = build("t5")
     attach(model, "t5")
     x = inputs("t5")
     with torch.no_grad():
@@ -149,7 +149,7 @@ def test_encoder_decoder_prompt_reaches_encoder_and_cross_attention_mask():
 @pytest.mark.parametrize("family", ["gpt2", "llama", "t5", "bart"])
 def test_generate_matches_uncached_decode(family):
     steps = 5
-    model = make_model(family)
+    model = build(family)
     x = inputs(family)
     ids, mask = x["input_ids"], torch.ones_like(x["input_ids"])
     base = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
@@ -173,7 +173,7 @@ def test_generate_matches_uncached_decode(family):
 
 def test_generate_left_padded_and_from_embeds():
     """Llama: left padding (generate derives position ids from the mask) and a prompt given as inputs_embeds."""
-    model = make_model("llama")
+    model = build("llama")
     attach(model, "llama")
     ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
@@ -263,7 +263,7 @@ def test_four_d_mask_is_refused():
 @pytest.mark.parametrize("family", ["llama", "bart"])
 def test_beam_search_cached_equals_uncached(family):
     """Beam search reorders the cache between steps: with and without a cache it must pick the same beams."""
-    model = make_model(family)
+    model = build(family)
     delta = attach(model, family)
     with torch.no_grad():
         delta.sites[0].module.soft_prompt.soft_embeds.mul_(3.0)

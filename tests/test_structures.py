@@ -8,7 +8,9 @@ import re
 
 import pytest
 import torch
-from tiny_families import FAMILIES, RAW, build, inputs_for, run
+from shared_tester import perturb
+from tiny import MAPPED as FAMILIES
+from tiny import RAW, SEQ2SEQ, build, inputs_for, run
 from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, Visualization, registered_delta_types
@@ -26,7 +28,7 @@ BLOCK = {
 }
 BLOCK |= {"t5-v1_1": BLOCK["t5"], "mt5": BLOCK["t5"], "mbart": BLOCK["bart"], "xlm-roberta": BLOCK["roberta"],
           "mistral": BLOCK["llama"], "qwen2": BLOCK["llama"], "gemma": BLOCK["llama"]}
-STACKS = {f: 2 if f in ("t5", "t5-v1_1", "mt5", "bart", "mbart") else 1 for f in FAMILIES}
+STACKS = {f: 2 if f in SEQ2SEQ else 1 for f in FAMILIES}
 ATTN = {"t5": "SelfAttention", "bart": "self_attn", "opt": "self_attn", "llama": "self_attn", "gpt2": "attn",
         "bert": "attention.self", "electra": "attention.self", "roberta": "attention.self"}
 ATTN |= {"t5-v1_1": "SelfAttention", "mt5": "SelfAttention", "mbart": "self_attn", "xlm-roberta": "attention.self",
@@ -39,7 +41,7 @@ EMBED = {"t5": "encoder.embed_tokens", "bart": "model.encoder.embed_tokens", "op
 EMBED |= {"t5-v1_1": EMBED["t5"], "mt5": EMBED["t5"], "mbart": EMBED["bart"], "xlm-roberta": EMBED["roberta"],
           "mistral": EMBED["llama"], "qwen2": EMBED["llama"], "gemma": EMBED["llama"]}
 
-# delta type -> the block roles (keys of tiny_families.RAW) its defaults modify; GPT-2 fuses q, k, v into qkv
+# delta type -> the block roles (keys of tiny.RAW) its defaults modify; GPT-2 fuses q, k, v into qkv
 ROLES = {"lora": ("q", "v"), "ia3": ("k", "v", "w2"), "adapter": ("proj", "w2"), "low_rank_adapter": ("proj", "w2"),
          "compacter": ("proj", "w2"), "parallel_adapter": ("ff",)}
 GPT2_ROLES = {"lora": ("qkv",), "ia3": ("qkv", "w2")}
@@ -88,13 +90,6 @@ def _biasable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or kind == "Conv1D" or "Norm" in kind
 
 
-def _perturb(delta) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in delta.delta_parameters():
-            p.add_(torch.randn(p.shape, generator=g).to(p) * 0.5)
-
-
 @functools.lru_cache(maxsize=None)
 def _reference_output(family: str) -> torch.Tensor:
     """The output of the untouched tiny model (every `build(family)` is a copy of the same weights)."""
@@ -125,8 +120,11 @@ def test_default_modules_per_family_and_type(family, delta_type):
     assert expected is not None, f"add the expected targets of {delta_type!r} to this test"
     delta = AutoDeltaModel.from_config(cfg, backbone_model=model)
     assert expected and _targets(delta) == expected
+    roles = (GPT2_ROLES.get(delta_type) if family == "gpt2" else None) or ROLES.get(delta_type)
+    if roles:  # one module per role in each of the 2 layers of each stack
+        assert len(_targets(delta)) == 2 * STACKS[family] * len(roles)
     assert delta.config.common_structure is not None and delta.config.modified_modules
-    _perturb(delta)
+    perturb(delta)
     out = run(model, family, x)
     (out.float() ** 2).mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in delta.delta_parameters())
@@ -134,18 +132,6 @@ def test_default_modules_per_family_and_type(family, delta_type):
     if delta_type == "ia3":  # the feed-forward down projection scales its input, k / v their output
         w2 = set(block_modules(model, family, RAW[family]["w2"]))
         assert all(layer.on_input == (site.name in w2) for site in delta.sites for layer in site.layers.values())
-
-
-def test_default_counts_are_layers_times_roles():
-    """An independent sanity check of the expectation tables: 2 layers per stack, one module per role."""
-    for family in FAMILIES:
-        model = build(family)
-        for delta_type, roles in ROLES.items():
-            roles = GPT2_ROLES.get(delta_type, roles) if family == "gpt2" else roles
-            if roles == ("ff",) and "ff" not in RAW[family]:
-                roles = ("w1",)
-            got = expected_targets(model, family, delta_type)
-            assert len(got) == 2 * STACKS[family] * len(roles), (family, delta_type, got)
 
 
 COMMON_ROLES = ["q", "k", "v", "qkv", "proj", "w1", "w2", "w3", "ff"]
@@ -270,7 +256,7 @@ def test_backbone_wrapped_two_levels_deep(family):
     delta = AutoDeltaModel.from_config({"delta_type": "lora"}, backbone_model=model)
     ref = AutoDeltaModel.from_config({"delta_type": "lora"}, backbone_model=plain)
     assert delta.modified_module_names == [prefix + n for n in ref.modified_module_names]
-    _perturb(delta)
+    perturb(delta)
     out = model(**inputs_for(family)).logits
     (out ** 2).mean().backward()
     assert all(p.grad is not None for p in delta.delta_parameters())
@@ -304,11 +290,12 @@ def test_unmapped_model_clear_error_then_all_linear_and_raw_names():
     ref = model(ids).detach()
     with pytest.raises(ModuleMatchError, match=r"No default modules are known for TinyEncoder.*'all-linear'") as e:
         AutoDeltaModel.from_config({"delta_type": "lora"}, backbone_model=model)
-    assert "layers.0.mix" in str(e.value) or "mix" in str(e.value)
+    suggested = str(e.value).split("some of:", 1)[1]  # the message suggests the model's own module names
+    assert all(name in suggested for name in ("mix", "up", "down"))
     assert not any(m._forward_hooks for m in model.modules())
     delta = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": [ALL_LINEAR]}, backbone_model=model)
     assert delta.modified_module_names == [f"layers.{i}.{n}" for i in range(2) for n in ("mix", "up", "down")]
-    _perturb(delta)
+    perturb(delta)
     assert (model(ids) - ref).abs().max() > 1e-4
     delta.detach()
     raw = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["[r]layers\\.\\d\\.(up|down)", "mix"],
@@ -322,7 +309,7 @@ def test_unmapped_model_clear_error_then_all_linear_and_raw_names():
         d = AutoDeltaModel.from_config({"delta_type": delta_type, "modified_modules": [ALL_LINEAR]},
                                        backbone_model=model)
         assert len(d.sites) == 6
-        _perturb(d)
+        perturb(d)
         assert (model(ids) - ref).abs().max() > 1e-4
         d.detach()
 
@@ -346,7 +333,7 @@ def test_plain_module_raw_names_and_regex():
     delta = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["0", "[r]2\\.[01]"]},
                                        backbone_model=model)
     assert delta.modified_module_names == ["0", "2.0", "2.1"]
-    _perturb(delta)
+    perturb(delta)
     out = model(x)
     out.sum().backward()
     assert (out - ref).abs().max() > 1e-4 and all(p.grad is not None for p in delta.delta_parameters())
@@ -394,7 +381,7 @@ def test_type_without_defaults_is_a_clear_error():
 def test_defaults_save_and_load_on_a_fresh_backbone(family, delta_type, tmp_path):
     model = build(family)
     delta = AutoDeltaModel.from_config({"delta_type": delta_type}, backbone_model=model)
-    _perturb(delta)
+    perturb(delta)
     x = inputs_for(family)
     with torch.no_grad():
         out = run(model, family, x)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from tiny import bert_config
 
 from opendelta import AutoDeltaModel, DeltaConfigError
 from opendelta.app import data, train
@@ -49,9 +50,7 @@ def backbone(tmp_path_factory) -> Path:
     tokenizer = transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    transformers.BertForSequenceClassification(bert_config(vocab_size=len(vocab))).save_pretrained(folder)
     return folder
 
 

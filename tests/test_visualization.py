@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build
+from tiny import build
 
 import opendelta
 from opendelta import LoraModel, Visualization
@@ -167,12 +167,13 @@ def test_common_structure_names():
     assert "transformer [decoder] (GPT2Model)" in text and "c_attn [attn.qkv] (Conv1D)" in text
 
 
-def test_bad_arguments():
+def test_bad_arguments(tmp_path):
     viz = Visualization(build("toy"))
     with pytest.raises(ValueError, match="max_depth"):
         viz.to_text(max_depth=-1)
     with pytest.raises(ValueError, match=r"\.svg"):
-        viz.structure_graph(printTree=False, save="graph.png")
+        viz.structure_graph(printTree=False, save=tmp_path / "graph.png")
+    assert not (tmp_path / "graph.png").exists()
     with pytest.raises(TypeError, match="torch.nn.Module"):
         Visualization("not a model")
 

@@ -5,48 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build, inputs_for, run
 from shared_tester import check_all, make, perturb
+from tiny import build, inputs_for, run
 from torch import nn
+from zoo_configs import ZOO
 
 from opendelta import (AdapterModel, AutoDeltaConfig, AutoDeltaModel, BitFitModel, CompacterModel, IA3Model,
                        LowRankAdapterModel, ParallelAdapterModel)
 from opendelta.errors import DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 
-FF = r"[r]layer\.\d+\.output\.dense"  # BERT's second feed-forward projection (not attention.output.dense)
-
-# Explicit modified_modules per (delta type, family). Blocks that return tuples (T5 / GPT-2 / Llama attention)
-# and blocks whose size is read from their inner layers are included on purpose.
-AFTER = {"t5": ["SelfAttention", "DenseReluDense"], "bert": ["output"], "gpt2": ["attn", "mlp"],
-         "llama": ["self_attn", "mlp"], "toy": ["0", "2", "3"]}
-ZOO: dict[str, dict[str, dict]] = {
-    "adapter": {f: {"modified_modules": m, "bottleneck_dim": 4} for f, m in AFTER.items()},
-    "low_rank_adapter": {f: {"modified_modules": m, "reduction_factor": 8, "low_rank_rank": 2}
-                         for f, m in AFTER.items()},
-    "compacter": {f: {"modified_modules": m, "reduction_factor": 8, "hypercomplex_division": 2 if f == "toy" else 4}
-                  for f, m in AFTER.items()},
-    "parallel_adapter": {
-        "t5": {"modified_modules": ["DenseReluDense", "SelfAttention"], "bottleneck_dim": 4},
-        "bert": {"modified_modules": ["intermediate"], "output_module": "output.dense", "bottleneck_dim": 4},
-        "gpt2": {"modified_modules": ["attn", "mlp"], "bottleneck_dim": 4, "scaled": 2.0},
-        "llama": {"modified_modules": ["self_attn", "mlp"], "bottleneck_dim": 4},
-        "toy": {"modified_modules": ["0"], "output_module": "2", "bottleneck_dim": 4},
-    },
-    "bitfit": {
-        "t5": {"modified_modules": ["q", "o", "layer_norm"]},  # bias-free linears and T5LayerNorm
-        "bert": {"modified_modules": ["query", "LayerNorm"]},
-        "gpt2": {"modified_modules": ["c_attn", "ln_1"]},
-        "llama": {"modified_modules": ["q_proj", "input_layernorm"]},  # LlamaRMSNorm
-        "toy": {"modified_modules": ["0", "3"]},
-    },
-    "ia3": {
-        "t5": {"modified_modules": ["k", "v", "wo"], "feedforward_modules": ["wo"]},
-        "bert": {"modified_modules": ["key", "value", FF], "feedforward_modules": [FF]},
-        "gpt2": {"modified_modules": ["c_attn", "mlp.c_proj"], "feedforward_modules": ["mlp.c_proj"]},
-        "llama": {"modified_modules": ["k_proj", "v_proj", "down_proj"], "feedforward_modules": ["down_proj"]},
-        "toy": {"modified_modules": ["0", "2"], "feedforward_modules": ["2"]},
-    },
-}
 CASES = [(t, f) for t, fams in ZOO.items() for f in fams]
 
 
@@ -55,12 +22,6 @@ def test_shared_properties(delta_type, family, tmp_path):
     # compacter starts near (not exactly at) the identity: C ~ N(0, 1e-4)
     check_all(family, delta_type, ZOO[delta_type][family], tmp_path,
               identity_atol=1e-3 if delta_type == "compacter" else 0)
-
-
-def test_all_zoo_types_registered():
-    from opendelta import registered_delta_types
-
-    assert set(ZOO) <= set(registered_delta_types())
 
 
 # ----- exact parameter counts, by hand ------------------------------------------------------------------------

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build, inputs_for, loss_of, run
 from shared_tester import make, perturb
+from tiny import build, inputs_for, loss_of, run
 from torch import nn
+from zoo_configs import ZOO
 
 from opendelta import (AdapterModel, BitFitModel, CompacterModel, IA3Model, LowRankAdapterModel,
                        ParallelAdapterModel)
@@ -282,8 +283,6 @@ def test_ia3_formula_linear_and_conv1d(family, ff_name):
 
 @pytest.mark.parametrize("family", ["t5", "bert", "gpt2", "llama", "toy"])
 def test_ia3_merge_folds_into_weights(family):
-    from test_zoo import ZOO
-
     model, delta = make(family, "ia3", ZOO["ia3"][family])
     perturb(delta, scale=0.3)
     weights = {s.name: (s.module.weight.detach().clone(),
