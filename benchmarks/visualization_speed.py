@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import transformers
@@ -46,13 +46,23 @@ def _cases() -> list[tuple[str, Callable[[], torch.nn.Module]]]:
             return transformers.T5ForConditionalGeneration(config)
 
     def llama_8b() -> torch.nn.Module:  # Llama-3-8B shapes
-        config = transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-                                          num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
+        config = transformers.LlamaConfig(
+            vocab_size=128256,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+        )
         with torch.device("meta"):
             return transformers.LlamaForCausalLM(config)
 
-    return [("Llama 1B (meta)", llama_1b), ("Llama 1B + LoRA q,v r=8 (meta)", llama_1b_lora),
-            ("Llama 8B (meta)", llama_8b), ("T5-base (meta)", t5_base)]
+    return [
+        ("Llama 1B (meta)", llama_1b),
+        ("Llama 1B + LoRA q,v r=8 (meta)", llama_1b_lora),
+        ("Llama 8B (meta)", llama_8b),
+        ("T5-base (meta)", t5_base),
+    ]
 
 
 def main() -> None:
@@ -69,12 +79,19 @@ def main() -> None:
         build = time.perf_counter() - start
         viz = Visualization(model)
         text = viz.to_text()
-        rows.append((name, f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B",
-                     str(sum(1 for _ in model.modules())), str(text.count("\n")), f"{build:.2f}",
-                     f"{_median_seconds(viz.to_text, args.repeats):.4f}",
-                     f"{_median_seconds(lambda: viz.to_text(show_counts=True), args.repeats):.4f}",
-                     f"{_median_seconds(lambda: _svg(viz), args.repeats):.4f}",
-                     f"{_median_seconds(lambda: inspect(model, log=False), args.repeats):.4f}"))
+        rows.append(
+            (
+                name,
+                f"{sum(p.numel() for p in model.parameters()) / 1e9:.2f}B",
+                str(sum(1 for _ in model.modules())),
+                str(text.count("\n")),
+                f"{build:.2f}",
+                f"{_median_seconds(viz.to_text, args.repeats):.4f}",
+                f"{_median_seconds(lambda viz=viz: viz.to_text(show_counts=True), args.repeats):.4f}",
+                f"{_median_seconds(lambda viz=viz: _svg(viz), args.repeats):.4f}",
+                f"{_median_seconds(lambda model=model: inspect(model, log=False), args.repeats):.4f}",
+            )
+        )
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     print(f"torch {torch.__version__}, transformers {transformers.__version__}; median of {args.repeats} runs")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))

@@ -18,17 +18,31 @@ from opendelta import AutoDeltaConfig, AutoDeltaModel, Visualization
 
 def tiny_t5(seed: int = 0) -> transformers.T5ForConditionalGeneration:
     torch.manual_seed(seed)
-    cfg = transformers.T5Config(vocab_size=128, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2,
-                                num_heads=4, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    cfg = transformers.T5Config(
+        vocab_size=128,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return transformers.T5ForConditionalGeneration(cfg)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     t5 = tiny_t5()
-    cfg = AutoDeltaConfig.from_dict({"delta_type": "lora",
-                                     "modified_modules": ["SelfAttention.q", "SelfAttention.v", "SelfAttention.o"],
-                                     "lora_r": 4})
+    cfg = AutoDeltaConfig.from_dict(
+        {
+            "delta_type": "lora",
+            "modified_modules": ["SelfAttention.q", "SelfAttention.v", "SelfAttention.o"],
+            "lora_r": 4,
+        }
+    )
     delta = AutoDeltaModel.from_config(cfg, backbone_model=t5)
     Visualization(t5).structure_graph()
     delta.freeze_module(exclude=["deltas"], set_state_dict=True)
@@ -58,8 +72,10 @@ def main() -> None:
         with torch.no_grad():
             same = torch.equal(t5(input_ids=ids, labels=ids).logits, fresh(input_ids=ids, labels=ids).logits)
     backbone_bytes = sum(p.numel() * p.element_size() for n, p in t5.named_parameters() if ".lora." not in n)
-    print(f"checkpoint {size / 1024:.1f} KiB vs backbone {backbone_bytes / 1024:.1f} KiB; "
-          f"reload + hash check {load_s * 1000:.1f} ms; outputs identical after reload: {same}")
+    print(
+        f"checkpoint {size / 1024:.1f} KiB vs backbone {backbone_bytes / 1024:.1f} KiB; "
+        f"reload + hash check {load_s * 1000:.1f} ms; outputs identical after reload: {same}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,15 +1,16 @@
 """Helpers for the generate() tests of prompt-style deltas (prefix, soft prompt). A plain module.
 
-    batch(family, seed=1) -> dict        input_ids + attention_mask (row 0 padded at the end; the same ids for
-                                         every family), plus decoder_input_ids for encoder-decoder families
-    greedy_by_hand(model, family, ids, mask, steps) -> (tokens, step logits)
-                                         greedy decoding with full forwards and no cache: the reference for
-                                         generate()
+batch(family, seed=1) -> dict        input_ids + attention_mask (row 0 padded at the end; the same ids for
+                                     every family), plus decoder_input_ids for encoder-decoder families
+greedy_by_hand(model, family, ids, mask, steps) -> (tokens, step logits)
+                                     greedy decoding with full forwards and no cache: the reference for
+                                     generate()
 """
 
 from __future__ import annotations
 
 import torch
+
 from tiny import SEQ2SEQ, VOCAB, inputs_for
 
 

@@ -35,22 +35,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import build, inputs_for, loss_of, run
 from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, DeltaBase
 from opendelta.errors import DeltaStateError, HashMismatchError
+from tiny import build, inputs_for, loss_of, run
 
-__all__ = ["make", "perturb", "check_attaches", "check_output_changes", "check_gradients", "check_training",
-           "check_trains_from_init", "check_detach_attach", "check_roundtrip", "check_hash_mismatch", "check_merge",
-           "check_dtype",
-           "check_all"]
+__all__ = [
+    "make",
+    "perturb",
+    "check_attaches",
+    "check_output_changes",
+    "check_gradients",
+    "check_training",
+    "check_trains_from_init",
+    "check_detach_attach",
+    "check_roundtrip",
+    "check_hash_mismatch",
+    "check_merge",
+    "check_dtype",
+    "check_all",
+]
 
 CHANGE_TOL = 1e-6  # an output "changed" when some element moved by more than this (tiny BERT logits are ~1e-2)
 
 
-def make(family: str, delta_type: str, config: dict, dtype: torch.dtype | None = None
-         ) -> tuple[nn.Module, DeltaBase]:
+def make(family: str, delta_type: str, config: dict, dtype: torch.dtype | None = None) -> tuple[nn.Module, DeltaBase]:
     """A fresh tiny backbone of `family` (optionally cast to `dtype`) with the delta attached."""
     assert config.get("modified_modules"), "shared_tester: pass explicit modified_modules"
     model = build(family)
@@ -128,8 +138,9 @@ def check_attaches(family: str, delta_type: str, config: dict, identity_atol: fl
 def check_output_changes(family: str, delta_type: str, config: dict) -> None:
     model = build(family)
     ref = _out(model, family)
-    delta = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict({"delta_type": delta_type, **config}),
-                                       backbone_model=model)
+    delta = AutoDeltaModel.from_config(
+        AutoDeltaConfig.from_dict({"delta_type": delta_type, **config}), backbone_model=model
+    )
     perturb(delta)
     out = _out(model, family)
     assert torch.isfinite(out).all()
@@ -189,8 +200,9 @@ def check_detach_attach(family: str, delta_type: str, config: dict) -> None:
     model = build(family)
     ref = _out(model, family)
     before = _snapshot(model)
-    delta = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict({"delta_type": delta_type, **config}),
-                                       backbone_model=model)
+    delta = AutoDeltaModel.from_config(
+        AutoDeltaConfig.from_dict({"delta_type": delta_type, **config}), backbone_model=model
+    )
     perturb(delta)
     out = _out(model, family)
     delta.detach()
@@ -261,8 +273,7 @@ def check_dtype(family: str, delta_type: str, config: dict, dtype: torch.dtype =
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
 
 
-def check_all(family: str, delta_type: str, config: dict, tmp_path: Path,
-              identity_atol: float | None = None) -> None:
+def check_all(family: str, delta_type: str, config: dict, tmp_path: Path, identity_atol: float | None = None) -> None:
     """Every property above, in order."""
     check_attaches(family, delta_type, config, identity_atol)
     check_output_changes(family, delta_type, config)

@@ -16,18 +16,24 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 from safetensors import safe_open
-from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaModel, LoraModel
 from opendelta.app import cli
 from opendelta.registry import get_delta_class, registered_delta_types
+from tiny import build, inputs_for, run
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "COLUMNS": "200"}
 
 
 def opendelta(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "opendelta", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "opendelta", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -82,11 +88,19 @@ def files(tmp_path_factory):
             p.add_(torch.randn_like(p))
         expected_ia3 = run(ia3_model, "bert", inputs_for("bert"))
     ia3.save_finetuned(root / "ia3")
-    (root / "gpt2_lora.json").write_text(json.dumps({"delta_type": "lora", "modified_modules": ["c_attn"],
-                                                     "lora_r": 4}))
-    return {"root": root, "bert": root / "bert", "ckpt": root / "ckpt", "expected": expected,
-            "ia3": root / "ia3", "expected_ia3": expected_ia3,
-            "delta_state": delta.delta_state_dict(), "model": model}
+    (root / "gpt2_lora.json").write_text(
+        json.dumps({"delta_type": "lora", "modified_modules": ["c_attn"], "lora_r": 4})
+    )
+    return {
+        "root": root,
+        "bert": root / "bert",
+        "ckpt": root / "ckpt",
+        "expected": expected,
+        "ia3": root / "ia3",
+        "expected_ia3": expected_ia3,
+        "delta_state": delta.delta_state_dict(),
+        "model": model,
+    }
 
 
 # ----- help and usage ----------------------------------------------------------------------------------
@@ -116,8 +130,9 @@ def test_show_model_folder_prints_folded_tree(files):
 
 def test_show_config_with_delta_saves_svg(files, tmp_path):
     out = tmp_path / "gpt2.svg"
-    proc = opendelta("show", "--config", "gpt2", "--size", "tiny", "--delta", files["root"] / "gpt2_lora.json",
-                     "--save", out)
+    proc = opendelta(
+        "show", "--config", "gpt2", "--size", "tiny", "--delta", files["root"] / "gpt2_lora.json", "--save", out
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"wrote {out}"
     root = ET.parse(out).getroot()
@@ -174,7 +189,8 @@ def test_inspect_json_matches_the_saved_tensors(files, capsys):
     info = json.loads(proc.stdout)
     state = files["delta_state"]
     assert {t["name"]: (tuple(t["shape"]), t["dtype"], t["nbytes"]) for t in info["tensors"]} == {
-        k: (tuple(v.shape), "float32", 4 * v.numel()) for k, v in state.items()}
+        k: (tuple(v.shape), "float32", 4 * v.numel()) for k, v in state.items()
+    }
     assert info["format"] == "opendelta" and info["delta_type"] == "lora"
     assert info["fingerprint_tensors"] == len(list(files["model"].parameters()))
 
@@ -219,8 +235,12 @@ def test_merge_refuses_non_mergeable_and_occupied_out(files, tmp_path, capsys):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "keep.txt").write_text("mine")
-    assert_one_line_error(inprocess(capsys, "merge", files["ckpt"], "--backbone", files["bert"], "--out", occupied), 1,
-                          "merge", "--overwrite")
+    assert_one_line_error(
+        inprocess(capsys, "merge", files["ckpt"], "--backbone", files["bert"], "--out", occupied),
+        1,
+        "merge",
+        "--overwrite",
+    )
     assert (occupied / "keep.txt").read_text() == "mine"
     stuck = [t for t in registered_delta_types() if not get_delta_class(t).mergeable]
     if not stuck:
@@ -228,15 +248,24 @@ def test_merge_refuses_non_mergeable_and_occupied_out(files, tmp_path, capsys):
     other = tmp_path / "other"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"delta_type": stuck[0], "format_version": 1}))
-    assert_one_line_error(inprocess(capsys, "merge", other, "--backbone", files["bert"], "--out", tmp_path / "o"), 1,
-                          "merge", "cannot be merged", "lora")
+    assert_one_line_error(
+        inprocess(capsys, "merge", other, "--backbone", files["bert"], "--out", tmp_path / "o"),
+        1,
+        "merge",
+        "cannot be merged",
+        "lora",
+    )
     assert not (tmp_path / "o").exists()
 
 
 def test_merge_missing_arguments_are_usage_errors(files, tmp_path, capsys):
     assert inprocess(capsys, "merge", files["ckpt"], "--out", tmp_path / "x").returncode == 2  # no --backbone
-    assert_one_line_error(inprocess(capsys, "merge", files["ckpt"], "--backbone", tmp_path / "none", "--out",
-                                    tmp_path / "x"), 2, "merge", "does not exist")
+    assert_one_line_error(
+        inprocess(capsys, "merge", files["ckpt"], "--backbone", tmp_path / "none", "--out", tmp_path / "x"),
+        2,
+        "merge",
+        "does not exist",
+    )
 
 
 # ----- extending ----------------------------------------------------------------------------------------------
@@ -248,8 +277,7 @@ def test_a_subcommand_is_one_function_and_one_registration(monkeypatch, capsys):
         if args.name == "fail":
             raise cli.CliError("it failed")
 
-    cli.register_command("hello", hello, help="say hello",
-                         arguments=lambda p: p.add_argument("name"))
+    cli.register_command("hello", hello, help="say hello", arguments=lambda p: p.add_argument("name"))
     assert cli.main(["hello", "world"]) == 0
     assert capsys.readouterr().out == "hello world\n"
     assert cli.main(["hello", "fail"]) == 1

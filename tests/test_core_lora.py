@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from shared_tester import check_all
-from tiny import CORE, build, inputs_for, loss_of, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel, Visualization
-from opendelta.errors import (CheckpointError, DeltaStateError, HashMismatchError, ModuleMatchError,
-                              UnsupportedModuleError)
+from opendelta.errors import (
+    CheckpointError,
+    DeltaStateError,
+    HashMismatchError,
+    ModuleMatchError,
+    UnsupportedModuleError,
+)
+from shared_tester import check_all
+from tiny import CORE, build, inputs_for, loss_of, run
 
 TARGETS = {
     "t5": ["SelfAttention.q", "SelfAttention.v", "SelfAttention.o"],
@@ -65,8 +70,7 @@ def test_checkpoint_is_delta_only_and_records_versions(tmp_ckpt):
 def test_unfrozen_modules_are_trained_and_saved(tmp_ckpt):
     model, delta = make("bert")
     delta.freeze_module(exclude=["deltas", "classifier"])
-    assert all(p.requires_grad == (".lora." in n or n.startswith("classifier."))
-               for n, p in model.named_parameters())
+    assert all(p.requires_grad == (".lora." in n or n.startswith("classifier.")) for n, p in model.named_parameters())
     train_steps(model, "bert")
     x = inputs_for("bert")
     with torch.no_grad():
@@ -131,7 +135,8 @@ def test_two_delta_models_on_one_backbone():
         only2 = run(model, "bert", x)
         d2.detach()
         assert torch.equal(run(model, "bert", x), ref)
-        d1.attach(); d2.attach()
+        d1.attach()
+        d2.attach()
         assert torch.equal(run(model, "bert", x), both)
         assert not torch.equal(only2, both)
     with pytest.raises(DeltaStateError, match="already has an attribute 'lora'"):
@@ -143,11 +148,16 @@ def test_addressing_suffix_regex_and_exclude():
     d = LoraModel(model, modified_modules=["q"], lora_r=2)
     assert d.modified_module_names and all(n.endswith(".q") for n in d.modified_module_names)
     d.detach()
-    d = LoraModel(model, modified_modules=[r"[r]encoder\.block\.\d+\.layer\.0\.SelfAttention\.[qv]"],
-                  exclude_modules=["encoder.block.1.layer.0.SelfAttention.v"])
-    assert d.modified_module_names == ["encoder.block.0.layer.0.SelfAttention.q",
-                                       "encoder.block.0.layer.0.SelfAttention.v",
-                                       "encoder.block.1.layer.0.SelfAttention.q"]
+    d = LoraModel(
+        model,
+        modified_modules=[r"[r]encoder\.block\.\d+\.layer\.0\.SelfAttention\.[qv]"],
+        exclude_modules=["encoder.block.1.layer.0.SelfAttention.v"],
+    )
+    assert d.modified_module_names == [
+        "encoder.block.0.layer.0.SelfAttention.q",
+        "encoder.block.0.layer.0.SelfAttention.v",
+        "encoder.block.1.layer.0.SelfAttention.q",
+    ]
     d.detach()
     # the regex must start at a component boundary: "elfAttention.q" is not a component
     with pytest.raises(ModuleMatchError):
@@ -191,8 +201,9 @@ def test_load_errors(tmp_path):
         AutoDeltaModel.from_finetuned(tmp_path / "empty", backbone_model=build("bert"))
     # a checkpoint whose keys do not fit: saved with other modules
     with pytest.raises(CheckpointError, match="missing key"):
-        AutoDeltaModel.from_finetuned(ckpt, backbone_model=build("bert"),
-                                      modified_modules=["attention.self.query", "attention.self.key"])
+        AutoDeltaModel.from_finetuned(
+            ckpt, backbone_model=build("bert"), modified_modules=["attention.self.query", "attention.self.key"]
+        )
     fresh = build("bert")
     keys = list(fresh.state_dict())
     with pytest.raises(CheckpointError, match="shape"):

@@ -15,12 +15,12 @@ import pytest
 import torch
 import transformers
 from huggingface_hub import HfApi, constants
-from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraConfig, LoraModel
 from opendelta.errors import CheckpointError
 from opendelta.hub import split_hub_options
 from opendelta.publishing import CARD_MARKER
+from tiny import build, inputs_for, run
 
 TARGETS = ["SelfAttention.q", "SelfAttention.v"]
 
@@ -107,7 +107,7 @@ def test_load_repo_id_from_cache_offline(tmp_path, offline, downloads):
     loaded = AutoDeltaModel.from_finetuned("Org/name", backbone_model=fresh, cache_dir=tmp_path / "cache")
     torch.testing.assert_close(output(fresh), ref, atol=0, rtol=0)
     assert loaded.config.backbone_hash == delta.config.backbone_hash  # the hash check ran and passed
-    (args, kwargs), = downloads
+    ((args, kwargs),) = downloads
     assert args == ("Org/name",) and kwargs["cache_dir"] == tmp_path / "cache"
     assert kwargs["local_files_only"] is True  # offline: the cache only
     assert "unrelated.txt" not in kwargs["allow_patterns"] and "delta_model.safetensors" in kwargs["allow_patterns"]
@@ -224,18 +224,21 @@ def test_folder_or_repo_without_checkpoint(tmp_path, offline):
         AutoDeltaModel.from_finetuned(tmp_path / "file", backbone_model=build("t5"))
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("Org/../../etc", "path traversal"),
-    ("../../etc/passwd", "does not exist"),
-    ("Org/name/extra", "more than one '/'"),
-    ("name-without-org", "no organisation"),
-    ("Org/na me", "letters, digits"),
-    ("-Org/name", "letters, digits"),
-    ("Org/name.", "letters, digits"),
-    ("Org/na--me", "without '--'"),
-    ("~/x", "path traversal"),
-    ("Org\\name", "path traversal"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("Org/../../etc", "path traversal"),
+        ("../../etc/passwd", "does not exist"),
+        ("Org/name/extra", "more than one '/'"),
+        ("name-without-org", "no organisation"),
+        ("Org/na me", "letters, digits"),
+        ("-Org/name", "letters, digits"),
+        ("Org/name.", "letters, digits"),
+        ("Org/na--me", "without '--'"),
+        ("~/x", "path traversal"),
+        ("Org\\name", "path traversal"),
+    ],
+)
 def test_malformed_ids_are_refused_before_any_io(bad, message, tmp_path, downloads, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CheckpointError, match=re.escape(message)):
@@ -266,8 +269,12 @@ def _front_matter(text: str) -> dict:
 def test_model_card_front_matter_counts_results_and_runnable_snippet(tmp_path, offline, monkeypatch):
     model, delta = trained_delta()
     delta.freeze_module(exclude=["deltas"])
-    path = delta.save_finetuned(tmp_path / "d", repo_id="Org/name", card_data={"license": "apache-2.0",
-                                "datasets": ["glue"], "tags": ["sst2"]}, results={"accuracy": 0.9312, "epochs": 3})
+    path = delta.save_finetuned(
+        tmp_path / "d",
+        repo_id="Org/name",
+        card_data={"license": "apache-2.0", "datasets": ["glue"], "tags": ["sst2"]},
+        results={"accuracy": 0.9312, "epochs": 3},
+    )
     text = (path / "README.md").read_text()
     meta = _front_matter(text)
     assert meta["library_name"] == "opendelta" and meta["base_model"] == "google-t5/t5-small"
@@ -279,11 +286,14 @@ def test_model_card_front_matter_counts_results_and_runnable_snippet(tmp_path, o
 
     # the usage snippet runs as written against the published repo (from_pretrained served locally)
     snippet = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    assert 'AutoDeltaModel.from_finetuned(\'Org/name\', backbone_model=backbone)' in snippet
+    assert "AutoDeltaModel.from_finetuned('Org/name', backbone_model=backbone)" in snippet
     put_in_cache(tmp_path / "cache", "Org/name", path)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(transformers.T5ForConditionalGeneration, "from_pretrained",
-                        classmethod(lambda cls, name: build("t5") if name == "google-t5/t5-small" else None))
+    monkeypatch.setattr(
+        transformers.T5ForConditionalGeneration,
+        "from_pretrained",
+        classmethod(lambda cls, name: build("t5") if name == "google-t5/t5-small" else None),
+    )
     ns: dict = {}
     exec(snippet, ns)
     torch.testing.assert_close(output(ns["backbone"]), output(model), atol=0, rtol=0)
@@ -325,8 +335,9 @@ def hub_calls(online, monkeypatch):
 
 def test_push_to_hub_from_memory(hub_calls):
     _, delta = trained_delta()
-    info = delta.push_to_hub("Org/name", private=True, token="hf_x", commit_message="first delta",
-                             card_data={"license": "mit"})
+    info = delta.push_to_hub(
+        "Org/name", private=True, token="hf_x", commit_message="first delta", card_data={"license": "mit"}
+    )
     assert info == "commit-info"
     (c_name, c_repo, c_kwargs, c_token), (u_name, u_repo, u_kwargs, u_token) = hub_calls
     assert (c_name, c_repo, c_token) == ("create_repo", "Org/name", "hf_x")

@@ -8,22 +8,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel
 from opendelta.errors import CheckpointError, DeltaConfigError
+from tiny import build, inputs_for, run
 
 MD5 = "8c7dd922ad47494fc02c388e12c00eac"  # 0.3 stored an md5 of the model this version cannot recompute
 
 
 def legacy_config(**changes) -> dict:
     """A LoRA config as OpenDelta 0.3 wrote it (version keys, interactive_modify, md5 backbone_hash)."""
-    return {"backbone_checkpoint_name": "t5-base", "backbone_class": "T5ForConditionalGeneration",
-            "backbone_hash": MD5, "common_structure": False, "delta_type": "lora", "interactive_modify": False,
-            "lora_alpha": 16, "lora_dropout": 0.0, "lora_r": 4,
-            "modified_modules": ["SelfAttention.q", "SelfAttention.v"],
-            "opendelta_version": "0.3.2", "transformers_version": "4.26.1",
-            "unfrozen_modules": ["deltas", "final_layer_norm"], **changes}
+    return {
+        "backbone_checkpoint_name": "t5-base",
+        "backbone_class": "T5ForConditionalGeneration",
+        "backbone_hash": MD5,
+        "common_structure": False,
+        "delta_type": "lora",
+        "interactive_modify": False,
+        "lora_alpha": 16,
+        "lora_dropout": 0.0,
+        "lora_r": 4,
+        "modified_modules": ["SelfAttention.q", "SelfAttention.v"],
+        "opendelta_version": "0.3.2",
+        "transformers_version": "4.26.1",
+        "unfrozen_modules": ["deltas", "final_layer_norm"],
+        **changes,
+    }
 
 
 def legacy_state(model: torch.nn.Module, r: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -59,8 +69,9 @@ def expected_output(state: dict) -> torch.Tensor:
     for name, module in model.named_modules():
         if name.endswith(("SelfAttention.q", "SelfAttention.v")):
             a, b = state[f"{name}.lora.lora_A"], state[f"{name}.lora.lora_B"]
-            handles.append(module.register_forward_hook(
-                lambda m, args, out, a=a, b=b: out + (args[0] @ a.T @ b.T) * (16 / 4)))
+            handles.append(
+                module.register_forward_hook(lambda m, args, out, a=a, b=b: out + (args[0] @ a.T @ b.T) * (16 / 4))
+            )
     with torch.no_grad():
         out = run(model, "t5", inputs_for("t5"))
     for h in handles:
@@ -126,8 +137,9 @@ def test_config_overrides_and_0_3_defaults(tmp_path):
 def test_legacy_common_structure_names(tmp_path):
     model = build("t5")
     state = {k: v for k, v in legacy_state(model).items() if ".SelfAttention." in k or "final_layer_norm" in k}
-    folder = write_legacy(tmp_path, legacy_config(modified_modules=["attn@.q@", "attn@.v@"], common_structure=True),
-                          state)
+    folder = write_legacy(
+        tmp_path, legacy_config(modified_modules=["attn@.q@", "attn@.v@"], common_structure=True), state
+    )
     delta = AutoDeltaModel.from_finetuned(folder, backbone_model=model, check_hash=False)
     assert all(n.endswith(("SelfAttention.q", "SelfAttention.v")) for n in delta.modified_module_names)
     with torch.no_grad():

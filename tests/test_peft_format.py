@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
-from tiny import build, inputs_for, run
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, LoraModel
 from opendelta.errors import CheckpointError, ModuleMatchError
+from tiny import build, inputs_for, run
 
 peft = pytest.importorskip("peft")
 
@@ -88,7 +88,8 @@ def test_regex_is_a_full_match_and_list_entries_matching_nothing_are_ignored(tmp
     _peft_adapter("t5", tmp_path / "t5")
     text = (tmp_path / "t5" / "adapter_config.json").read_text()
     (tmp_path / "t5" / "adapter_config.json").write_text(
-        text.replace(json.dumps(CASES["t5"]["target_modules"])[1:-1], r"SelfAttention\\.q"))
+        text.replace(json.dumps(CASES["t5"]["target_modules"])[1:-1], r"SelfAttention\\.q")
+    )
     model = build("t5")
     keys = list(model.state_dict())
     with pytest.raises(ModuleMatchError, match="SelfAttention"):
@@ -100,7 +101,9 @@ def test_task_type_heads_are_loaded_as_unfrozen_modules(tmp_path):
     """PEFT's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save; BERT has only the first."""
     ref = _peft_adapter("bert", tmp_path, target_modules=["query"], modules_to_save=None, task_type="SEQ_CLS")
     assert sorted(json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"]) == [
-        "classifier", "score"]
+        "classifier",
+        "score",
+    ]
     model = build("bert")
     delta = AutoDeltaModel.from_finetuned(tmp_path, backbone_model=model)
     assert delta.config.unfrozen_modules == ["deltas", "classifier"]
@@ -110,8 +113,7 @@ def test_task_type_heads_are_loaded_as_unfrozen_modules(tmp_path):
 
 def test_our_lora_saved_as_peft_loads_in_peft(tmp_path):
     model = build("bert")
-    delta = LoraModel(model, modified_modules=["[r]layer\\.1\\.attention\\.self\\.(query|key)"], lora_r=2,
-                      lora_alpha=4)
+    delta = LoraModel(model, modified_modules=["[r]layer\\.1\\.attention\\.self\\.(query|key)"], lora_r=2, lora_alpha=4)
     delta.freeze_module(exclude=["deltas", "classifier"])
     _randomize(model, seed=5)
     x = inputs_for("bert")
@@ -122,8 +124,10 @@ def test_our_lora_saved_as_peft_loads_in_peft(tmp_path):
     assert cfg["target_modules"] == delta.modified_module_names  # a regex we cannot hand to PEFT: exact names
     assert cfg["modules_to_save"] == ["classifier"]
     torch.testing.assert_close(_output_in_peft(tmp_path / "p", "bert"), ref, atol=1e-5, rtol=0)
-    assert "lora" in (tmp_path / "p" / "README.md").read_text() and "library_name: peft" in (
-        tmp_path / "p" / "README.md").read_text()
+    assert (
+        "lora" in (tmp_path / "p" / "README.md").read_text()
+        and "library_name: peft" in (tmp_path / "p" / "README.md").read_text()
+    )
 
 
 def test_peft_export_refuses_what_peft_cannot_hold(tmp_path):
@@ -135,13 +139,16 @@ def test_peft_export_refuses_what_peft_cannot_hold(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"bias": "all"}, "bias='all'"),
-    ({"use_dora": True}, "use_dora=True"),
-    ({"rank_pattern": {"query": 8}}, "rank_pattern"),
-    ({"init_lora_weights": "pissa"}, "changes the base weights"),
-    ({"peft_type": "PREFIX_TUNING"}, "PREFIX_TUNING"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bias": "all"}, "bias='all'"),
+        ({"use_dora": True}, "use_dora=True"),
+        ({"rank_pattern": {"query": 8}}, "rank_pattern"),
+        ({"init_lora_weights": "pissa"}, "changes the base weights"),
+        ({"peft_type": "PREFIX_TUNING"}, "PREFIX_TUNING"),
+    ],
+)
 def test_unsupported_peft_settings_are_clear_errors(tmp_path, change, message):
     _peft_adapter("bert", tmp_path)
     path = tmp_path / "adapter_config.json"
@@ -167,8 +174,11 @@ def test_peft_bin_weights_are_read_without_pickles(tmp_path):
 
 IA3_CASES = {
     "t5": dict(target_modules=["k", "v", "wo"], feedforward_modules=["wo"]),
-    "bert": dict(target_modules=r".*(key|value|output\.dense)", feedforward_modules=r".*layer\.\d+\.output\.dense",
-                 modules_to_save=["classifier"]),
+    "bert": dict(
+        target_modules=r".*(key|value|output\.dense)",
+        feedforward_modules=r".*layer\.\d+\.output\.dense",
+        modules_to_save=["classifier"],
+    ),
 }
 
 

@@ -10,16 +10,23 @@ import sys
 import pytest
 import torch
 import transformers
-from generation import batch, greedy_by_hand
-from shared_tester import check_all, perturb
-from tiny import HEADS, HIDDEN, SEQ2SEQ, VOCAB, build, inputs_for, loss_of
 
+from generation import batch, greedy_by_hand
 from opendelta import AutoDeltaConfig, AutoDeltaModel, PrefixModel
 from opendelta.deltas import prefix as prefix_mod
 from opendelta.errors import DeltaStateError, UnsupportedModuleError
+from shared_tester import check_all, perturb
+from tiny import HEADS, HIDDEN, SEQ2SEQ, VOCAB, build, inputs_for, loss_of
 
-TARGETS = {"t5": ["SelfAttention"], "bert": ["attention.self"], "roberta-cls": ["attention.self"],
-           "gpt2": ["attn"], "llama": ["self_attn"], "bart": ["self_attn"], "t5-v1_1": ["SelfAttention"]}
+TARGETS = {
+    "t5": ["SelfAttention"],
+    "bert": ["attention.self"],
+    "roberta-cls": ["attention.self"],
+    "gpt2": ["attn"],
+    "llama": ["self_attn"],
+    "bart": ["self_attn"],
+    "t5-v1_1": ["SelfAttention"],
+}
 SMALL = {"prefix_token_num": 3, "embed_dim": 8, "mid_dim": 16}
 
 
@@ -94,13 +101,27 @@ def test_generate_matches_uncached_decode(family, prefix_calls):
     model = build(family)
     x = batch(family)
     ids, mask = x["input_ids"], torch.ones_like(x["input_ids"])
-    base = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                          eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    base = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     delta = attach(model, family)
     perturb(delta, scale=1.0)
     prefix_calls.clear()
-    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                         eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    gen = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     n_sites = len(delta.modified_module_names)
     cross = family in SEQ2SEQ
     # prefix at every step in every prefixed layer: steps forwards (the encoder runs once, before them)
@@ -169,13 +190,16 @@ def test_llama_gqa_rotary_attention_matches_hand_computation(impl, padded):
     model.set_attn_implementation(impl)
     delta = attach(model, "llama")
     perturb(delta)
-    x = {"input_ids": torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0)),
-         "attention_mask": torch.tensor([[0 if padded else 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])}
+    x = {
+        "input_ids": torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(0)),
+        "attention_mask": torch.tensor([[0 if padded else 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]),
+    }
     attn = model.model.layers[0].self_attn
     captured = {}
-    handle = attn.register_forward_hook(lambda m, a, kw, out: captured.update(h=kw["hidden_states"],
-                                                                              pe=kw["position_embeddings"],
-                                                                              out=out[0]), with_kwargs=True)
+    handle = attn.register_forward_hook(
+        lambda m, a, kw, out: captured.update(h=kw["hidden_states"], pe=kw["position_embeddings"], out=out[0]),
+        with_kwargs=True,
+    )
     with torch.no_grad():
         model(**x)
     handle.remove()
@@ -247,11 +271,14 @@ def test_merge_is_refused():
         delta.merge()
 
 
-@pytest.mark.parametrize("family,target,match", [
-    ("t5", ["EncDecAttention"], "cross-attention"),
-    ("bart", ["encoder_attn"], "cross-attention"),
-    ("gpt2", ["c_attn"], "attention module"),
-])
+@pytest.mark.parametrize(
+    "family,target,match",
+    [
+        ("t5", ["EncDecAttention"], "cross-attention"),
+        ("bart", ["encoder_attn"], "cross-attention"),
+        ("gpt2", ["c_attn"], "attention module"),
+    ],
+)
 def test_unsupported_targets_leave_model_untouched(family, target, match):
     model = build(family)
     keys = list(model.state_dict())
@@ -311,8 +338,16 @@ def test_beam_search_cached_equals_uncached(family):
     model = build(family)
     perturb(attach(model, family), scale=1.0)
     x = batch(family)
-    kw = dict(input_ids=x["input_ids"], attention_mask=torch.ones_like(x["input_ids"]), max_new_tokens=5,
-              num_beams=3, do_sample=False, eos_token_id=None, output_scores=True, return_dict_in_generate=True)
+    kw = dict(
+        input_ids=x["input_ids"],
+        attention_mask=torch.ones_like(x["input_ids"]),
+        max_new_tokens=5,
+        num_beams=3,
+        do_sample=False,
+        eos_token_id=None,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     cached, uncached = model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False)
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-4, atol=1e-5)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import torch
+
 from tiny import build, inputs_for, loss_of, run
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -6,22 +6,29 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from generation import batch, greedy_by_hand
+from opendelta import AutoDeltaConfig, AutoDeltaModel, SoftPromptModel
+from opendelta.errors import DeltaStateError, ModuleMatchError, UnsupportedModuleError
 from shared_tester import check_all
 from tiny import HIDDEN, VOCAB, build, loss_of
 
-from opendelta import AutoDeltaConfig, AutoDeltaModel, SoftPromptModel
-from opendelta.errors import DeltaStateError, ModuleMatchError, UnsupportedModuleError
-
-TARGETS = {"t5": ["shared"], "bert": ["word_embeddings"], "roberta-cls": ["word_embeddings"], "gpt2": ["wte"],
-           "llama": ["embed_tokens"], "bart": ["model.shared"]}
+TARGETS = {
+    "t5": ["shared"],
+    "bert": ["word_embeddings"],
+    "roberta-cls": ["word_embeddings"],
+    "gpt2": ["wte"],
+    "llama": ["embed_tokens"],
+    "bart": ["model.shared"],
+}
 ENC_DEC = ("t5", "bart")
 P = 4
 
 
 def attach(model, family, **extra):
-    cfg = AutoDeltaConfig.from_dict({"delta_type": "soft_prompt", "modified_modules": TARGETS[family],
-                                     "soft_token_num": P, **extra})
+    cfg = AutoDeltaConfig.from_dict(
+        {"delta_type": "soft_prompt", "modified_modules": TARGETS[family], "soft_token_num": P, **extra}
+    )
     return AutoDeltaModel.from_config(cfg, backbone_model=model)
 
 
@@ -126,8 +133,11 @@ def test_labels_are_extended_with_ignore_index(family):
         loss = model(**x, labels=labels).loss
         prepended = torch.cat([prompt_of(delta, 2), embed(model, x["input_ids"])], dim=1)
         delta.detach()
-        ref = model(inputs_embeds=prepended, attention_mask=ones_front(x["attention_mask"]),
-                    labels=torch.cat([labels.new_full((2, P), -100), labels], dim=1)).loss
+        ref = model(
+            inputs_embeds=prepended,
+            attention_mask=ones_front(x["attention_mask"]),
+            labels=torch.cat([labels.new_full((2, P), -100), labels], dim=1),
+        ).loss
     torch.testing.assert_close(loss, ref)
 
 
@@ -139,8 +149,9 @@ def test_encoder_decoder_prompt_reaches_encoder_and_cross_attention_mask():
         enc = model.get_encoder()(input_ids=x["input_ids"], attention_mask=x["attention_mask"])
         assert enc.last_hidden_state.shape[1] == x["input_ids"].shape[1] + P
         # generate() style: the encoder ran already; the root gets the caller's (short) mask
-        via_outputs = model(encoder_outputs=enc, attention_mask=x["attention_mask"],
-                            decoder_input_ids=x["decoder_input_ids"]).logits
+        via_outputs = model(
+            encoder_outputs=enc, attention_mask=x["attention_mask"], decoder_input_ids=x["decoder_input_ids"]
+        ).logits
         direct = model(**x).logits
     torch.testing.assert_close(via_outputs, direct, rtol=1e-5, atol=1e-6)
 
@@ -152,13 +163,27 @@ def test_generate_matches_uncached_decode(family):
     model = build(family)
     x = inputs(family)
     ids, mask = x["input_ids"], torch.ones_like(x["input_ids"])
-    base = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                          eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    base = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     delta = attach(model, family)
     with torch.no_grad():
         delta.sites[0].module.soft_prompt.soft_embeds.mul_(3.0)
-    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=steps, do_sample=False,
-                         eos_token_id=None, output_logits=True, return_dict_in_generate=True)
+    gen = model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     cache = gen.past_key_values
     if family in ENC_DEC:
         assert cache.cross_attention_cache.get_seq_length() == ids.shape[1] + P  # the encoder saw the prompt
@@ -186,9 +211,10 @@ def test_generate_left_padded_and_from_embeds():
         out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         m = torch.cat([m, m.new_ones(2, 1)], dim=1)
     assert torch.equal(gen, out)
-    from_embeds = model.generate(inputs_embeds=embed(model, ids), attention_mask=mask, max_new_tokens=4,
-                                 do_sample=False, eos_token_id=None)
-    assert torch.equal(from_embeds, out[:, ids.shape[1]:])
+    from_embeds = model.generate(
+        inputs_embeds=embed(model, ids), attention_mask=mask, max_new_tokens=4, do_sample=False, eos_token_id=None
+    )
+    assert torch.equal(from_embeds, out[:, ids.shape[1] :])
 
 
 # ----- parameters and initialisation ------------------------------------------------------------------------
@@ -221,11 +247,14 @@ def test_merge_is_refused():
         delta.merge()
 
 
-@pytest.mark.parametrize("target,error,match", [
-    (["wpe"], UnsupportedModuleError, "input embedding.*wte"),
-    (["h.0.attn.c_attn"], UnsupportedModuleError, "Embedding"),
-    (["[r].*w[tp]e"], ModuleMatchError, "exactly one"),
-])
+@pytest.mark.parametrize(
+    "target,error,match",
+    [
+        (["wpe"], UnsupportedModuleError, "input embedding.*wte"),
+        (["h.0.attn.c_attn"], UnsupportedModuleError, "Embedding"),
+        (["[r].*w[tp]e"], ModuleMatchError, "exactly one"),
+    ],
+)
 def test_bad_targets_leave_model_untouched(target, error, match):
     model = build("gpt2")
     keys = list(model.state_dict())
@@ -268,8 +297,16 @@ def test_beam_search_cached_equals_uncached(family):
     with torch.no_grad():
         delta.sites[0].module.soft_prompt.soft_embeds.mul_(3.0)
     ids = inputs(family)["input_ids"]
-    kw = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, num_beams=3, do_sample=False,
-              eos_token_id=None, output_scores=True, return_dict_in_generate=True)
+    kw = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=5,
+        num_beams=3,
+        do_sample=False,
+        eos_token_id=None,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     cached, uncached = model.generate(**kw, use_cache=True), model.generate(**kw, use_cache=False)
     assert torch.equal(cached.sequences, uncached.sequences)
     torch.testing.assert_close(cached.sequences_scores, uncached.sequences_scores, rtol=1e-4, atol=1e-5)

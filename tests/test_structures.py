@@ -8,55 +8,117 @@ import re
 
 import pytest
 import torch
-from shared_tester import perturb
-from tiny import MAPPED as FAMILIES
-from tiny import RAW, SEQ2SEQ, build, inputs_for, run
 from torch import nn
 
 from opendelta import AutoDeltaConfig, AutoDeltaModel, Visualization, registered_delta_types
 from opendelta.errors import ModuleMatchError, UnsupportedModuleError
 from opendelta.registry import get_delta_class
-from opendelta.structures import ALL_LINEAR, FAMILIES as MAPS, common_names, default_settings, find_targets
+from opendelta.structures import ALL_LINEAR, common_names, default_settings, find_targets
+from opendelta.structures import FAMILIES as MAPS
+from shared_tester import perturb
+from tiny import MAPPED as FAMILIES
+from tiny import RAW, SEQ2SEQ, build, inputs_for, run
 
 # Where one block's modules live (raw names, written from each tiny model's named_modules()).
 BLOCK = {
-    "t5": r"(encoder|decoder)\.block\.\d+\.layer\.\d+", "bart": r"model\.(encoder|decoder)\.layers\.\d+",
-    "opt": r"model\.decoder\.layers\.\d+", "bert": r"bert\.encoder\.layer\.\d+",
-    "roberta": r"roberta\.encoder\.layer\.\d+", "electra": r"electra\.encoder\.layer\.\d+",
-    "deberta-v2": r"deberta\.encoder\.layer\.\d+", "distilbert": r"distilbert\.transformer\.layer\.\d+",
-    "gpt2": r"transformer\.h\.\d+", "llama": r"model\.layers\.\d+", "vit": r"vit\.layers\.\d+",
+    "t5": r"(encoder|decoder)\.block\.\d+\.layer\.\d+",
+    "bart": r"model\.(encoder|decoder)\.layers\.\d+",
+    "opt": r"model\.decoder\.layers\.\d+",
+    "bert": r"bert\.encoder\.layer\.\d+",
+    "roberta": r"roberta\.encoder\.layer\.\d+",
+    "electra": r"electra\.encoder\.layer\.\d+",
+    "deberta-v2": r"deberta\.encoder\.layer\.\d+",
+    "distilbert": r"distilbert\.transformer\.layer\.\d+",
+    "gpt2": r"transformer\.h\.\d+",
+    "llama": r"model\.layers\.\d+",
+    "vit": r"vit\.layers\.\d+",
 }
-BLOCK |= {"t5-v1_1": BLOCK["t5"], "mt5": BLOCK["t5"], "mbart": BLOCK["bart"], "xlm-roberta": BLOCK["roberta"],
-          "mistral": BLOCK["llama"], "qwen2": BLOCK["llama"], "gemma": BLOCK["llama"]}
+BLOCK |= {
+    "t5-v1_1": BLOCK["t5"],
+    "mt5": BLOCK["t5"],
+    "mbart": BLOCK["bart"],
+    "xlm-roberta": BLOCK["roberta"],
+    "mistral": BLOCK["llama"],
+    "qwen2": BLOCK["llama"],
+    "gemma": BLOCK["llama"],
+}
 STACKS = {f: 2 if f in SEQ2SEQ else 1 for f in FAMILIES}
-ATTN = {"t5": "SelfAttention", "bart": "self_attn", "opt": "self_attn", "llama": "self_attn", "gpt2": "attn",
-        "bert": "attention.self", "electra": "attention.self", "roberta": "attention.self"}
-ATTN |= {"t5-v1_1": "SelfAttention", "mt5": "SelfAttention", "mbart": "self_attn", "xlm-roberta": "attention.self",
-         "mistral": "self_attn", "qwen2": "self_attn", "gemma": "self_attn"}
-EMBED = {"t5": "encoder.embed_tokens", "bart": "model.encoder.embed_tokens", "opt": "model.decoder.embed_tokens",
-         "bert": "bert.embeddings.word_embeddings", "electra": "electra.embeddings.word_embeddings",
-         "roberta": "roberta.embeddings.word_embeddings", "deberta-v2": "deberta.embeddings.word_embeddings",
-         "distilbert": "distilbert.embeddings.word_embeddings", "gpt2": "transformer.wte",
-         "llama": "model.embed_tokens", "vit": "vit.embeddings.patch_embeddings"}
-EMBED |= {"t5-v1_1": EMBED["t5"], "mt5": EMBED["t5"], "mbart": EMBED["bart"], "xlm-roberta": EMBED["roberta"],
-          "mistral": EMBED["llama"], "qwen2": EMBED["llama"], "gemma": EMBED["llama"]}
+ATTN = {
+    "t5": "SelfAttention",
+    "bart": "self_attn",
+    "opt": "self_attn",
+    "llama": "self_attn",
+    "gpt2": "attn",
+    "bert": "attention.self",
+    "electra": "attention.self",
+    "roberta": "attention.self",
+}
+ATTN |= {
+    "t5-v1_1": "SelfAttention",
+    "mt5": "SelfAttention",
+    "mbart": "self_attn",
+    "xlm-roberta": "attention.self",
+    "mistral": "self_attn",
+    "qwen2": "self_attn",
+    "gemma": "self_attn",
+}
+EMBED = {
+    "t5": "encoder.embed_tokens",
+    "bart": "model.encoder.embed_tokens",
+    "opt": "model.decoder.embed_tokens",
+    "bert": "bert.embeddings.word_embeddings",
+    "electra": "electra.embeddings.word_embeddings",
+    "roberta": "roberta.embeddings.word_embeddings",
+    "deberta-v2": "deberta.embeddings.word_embeddings",
+    "distilbert": "distilbert.embeddings.word_embeddings",
+    "gpt2": "transformer.wte",
+    "llama": "model.embed_tokens",
+    "vit": "vit.embeddings.patch_embeddings",
+}
+EMBED |= {
+    "t5-v1_1": EMBED["t5"],
+    "mt5": EMBED["t5"],
+    "mbart": EMBED["bart"],
+    "xlm-roberta": EMBED["roberta"],
+    "mistral": EMBED["llama"],
+    "qwen2": EMBED["llama"],
+    "gemma": EMBED["llama"],
+}
 
 # delta type -> the block roles (keys of tiny.RAW) its defaults modify; GPT-2 fuses q, k, v into qkv
-ROLES = {"lora": ("q", "v"), "ia3": ("k", "v", "w2"), "adapter": ("proj", "w2"), "low_rank_adapter": ("proj", "w2"),
-         "compacter": ("proj", "w2"), "parallel_adapter": ("ff",)}
+ROLES = {
+    "lora": ("q", "v"),
+    "ia3": ("k", "v", "w2"),
+    "adapter": ("proj", "w2"),
+    "low_rank_adapter": ("proj", "w2"),
+    "compacter": ("proj", "w2"),
+    "parallel_adapter": ("ff",),
+}
 GPT2_ROLES = {"lora": ("qkv",), "ia3": ("qkv", "w2")}
-FINAL_NORM = {"t5": ("encoder.final_layer_norm", "decoder.final_layer_norm"),
-              "mbart": ("model.encoder.layer_norm", "model.decoder.layer_norm"),
-              "opt": ("model.decoder.final_layer_norm",), "gpt2": ("transformer.ln_f",), "llama": ("model.norm",),
-              "vit": ("vit.layernorm",)}
-FINAL_NORM |= {"t5-v1_1": FINAL_NORM["t5"], "mt5": FINAL_NORM["t5"], "mistral": FINAL_NORM["llama"],
-               "qwen2": FINAL_NORM["llama"], "gemma": FINAL_NORM["llama"]}
+FINAL_NORM = {
+    "t5": ("encoder.final_layer_norm", "decoder.final_layer_norm"),
+    "mbart": ("model.encoder.layer_norm", "model.decoder.layer_norm"),
+    "opt": ("model.decoder.final_layer_norm",),
+    "gpt2": ("transformer.ln_f",),
+    "llama": ("model.norm",),
+    "vit": ("vit.layernorm",),
+}
+FINAL_NORM |= {
+    "t5-v1_1": FINAL_NORM["t5"],
+    "mt5": FINAL_NORM["t5"],
+    "mistral": FINAL_NORM["llama"],
+    "qwen2": FINAL_NORM["llama"],
+    "gemma": FINAL_NORM["llama"],
+}
 # parallel_adapter on families without one feed-forward module: the module whose input it reads
 PARALLEL_INPUT = {f: "intermediate" for f in ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2")}
 PARALLEL_INPUT |= {f: "fc1" for f in ("bart", "mbart", "opt")}
 # settings that fit hidden size 32 (the modules stay the defaults)
-TINY = {"compacter": {"reduction_factor": 4}, "prefix": {"embed_dim": 16, "mid_dim": 16},
-        "soft_prompt": {"soft_token_num": 4}}
+TINY = {
+    "compacter": {"reduction_factor": 4},
+    "prefix": {"embed_dim": 16, "mid_dim": 16},
+    "soft_prompt": {"soft_token_num": 4},
+}
 # (delta type, family) pairs whose modules cannot take the delta: a clear UnsupportedModuleError is expected
 UNSUPPORTED = {("prefix", "distilbert"), ("prefix", "deberta-v2"), ("prefix", "vit"), ("soft_prompt", "vit")}
 
@@ -73,8 +135,11 @@ def expected_targets(model: nn.Module, family: str, delta_type: str) -> list[str
     if delta_type == "soft_prompt":
         return [EMBED[family]]
     if delta_type == "bitfit":  # every Linear / Conv1D / norm layer in the blocks, and the final norms
-        return [n for n, m in model.named_modules() if re.match(BLOCK[family] + r"\.", n) and _biasable(m)
-                or n in FINAL_NORM.get(family, ())]
+        return [
+            n
+            for n, m in model.named_modules()
+            if re.match(BLOCK[family] + r"\.", n) and _biasable(m) or n in FINAL_NORM.get(family, ())
+        ]
     roles = GPT2_ROLES.get(delta_type) if family == "gpt2" else None
     roles = roles or ROLES.get(delta_type)
     if roles is None:
@@ -90,7 +155,7 @@ def _biasable(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or kind == "Conv1D" or "Norm" in kind
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_output(family: str) -> torch.Tensor:
     """The output of the untouched tiny model (every `build(family)` is a copy of the same weights)."""
     with torch.no_grad():
@@ -156,8 +221,9 @@ def test_attach_with_common_names_equals_raw_names(family):
     roles = {"gpt2": ("qkv", "w2")}.get(family, ("q", "v", "w2"))
     raw = ["[r]" + BLOCK[family] + r"\." + re.escape(RAW[family][r]) for r in roles]
     a = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": common}, backbone_model=build(family))
-    b = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": raw, "common_structure": False},
-                                   backbone_model=build(family))
+    b = AutoDeltaModel.from_config(
+        {"delta_type": "lora", "modified_modules": raw, "common_structure": False}, backbone_model=build(family)
+    )
     assert a.modified_module_names == b.modified_module_names
     assert len(a.sites) == 2 * STACKS[family] * len(roles)
 
@@ -171,7 +237,7 @@ def test_every_map_entry_exists_on_some_tiny_model():
             seen.setdefault(family, set()).add(local or "block")
     resolved = set().union(*seen.values())
     for fam in MAPS:
-        for stack, (_, block) in fam.stacks.items():
+        for _, block in fam.stacks.values():
             missing = set(block) - resolved
             assert not missing, f"{fam.name}: {missing} never resolved"
 
@@ -196,8 +262,12 @@ def test_common_tree_names():
 def test_exclude_and_regex_in_common_names():
     model = build("t5")
     got = [n for n, _ in find_targets(model, ["[r]block\\.[01]\\.attn\\.[qv]"], ["[r]decoder\\..*"], True)]
-    assert got == ["encoder.block.0.layer.0.SelfAttention.q", "encoder.block.0.layer.0.SelfAttention.v",
-                   "encoder.block.1.layer.0.SelfAttention.q", "encoder.block.1.layer.0.SelfAttention.v"]
+    assert got == [
+        "encoder.block.0.layer.0.SelfAttention.q",
+        "encoder.block.0.layer.0.SelfAttention.v",
+        "encoder.block.1.layer.0.SelfAttention.q",
+        "encoder.block.1.layer.0.SelfAttention.v",
+    ]
     with pytest.raises(ModuleMatchError, match="removed by exclude_modules"):
         find_targets(model, ["attn.q"], ["attn.q"], True)
 
@@ -205,8 +275,9 @@ def test_exclude_and_regex_in_common_names():
 def test_auto_detection_is_logged(caplog):
     model = build("bert")
     with caplog.at_level(logging.INFO, logger="opendelta"):
-        delta = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["attn.q", "query"]},
-                                           backbone_model=model)
+        delta = AutoDeltaModel.from_config(
+            {"delta_type": "lora", "modified_modules": ["attn.q", "query"]}, backbone_model=model
+        )
     assert "'attn.q' matches no raw module name; read as a common-structure name" in caplog.text
     assert "'query' matches raw module names; read as a raw name" in caplog.text
     assert len(delta.sites) == 2  # "attn.q" and the raw "query" are the same two modules
@@ -229,8 +300,10 @@ def test_fused_qkv_is_a_clear_error(entry):
     model = build("gpt2")
     for common_structure in (True, None):
         with pytest.raises(ModuleMatchError, match=r"fused.*attn\.qkv.*c_attn"):
-            AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": [entry],
-                                        "common_structure": common_structure}, backbone_model=model)
+            AutoDeltaModel.from_config(
+                {"delta_type": "lora", "modified_modules": [entry], "common_structure": common_structure},
+                backbone_model=model,
+            )
     assert not any(".lora" in n for n, _ in model.named_modules())
     d = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["attn.qkv"]}, backbone_model=model)
     assert d.modified_module_names == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
@@ -258,10 +331,11 @@ def test_backbone_wrapped_two_levels_deep(family):
     assert delta.modified_module_names == [prefix + n for n in ref.modified_module_names]
     perturb(delta)
     out = model(**inputs_for(family)).logits
-    (out ** 2).mean().backward()
+    (out**2).mean().backward()
     assert all(p.grad is not None for p in delta.delta_parameters())
-    assert [n for n, _ in find_targets(model, ["attn.q"], common_structure=True)] == \
-        [prefix + n for n, _ in find_targets(plain, ["attn.q"], common_structure=True)]
+    assert [n for n, _ in find_targets(model, ["attn.q"], common_structure=True)] == [
+        prefix + n for n, _ in find_targets(plain, ["attn.q"], common_structure=True)
+    ]
 
 
 class TinyEncoder(nn.Module):
@@ -270,9 +344,12 @@ class TinyEncoder(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.emb = nn.Embedding(20, 16)
-        self.layers = nn.ModuleList(nn.ModuleDict({"mix": nn.Linear(16, 16), "norm": nn.LayerNorm(16),
-                                                   "up": nn.Linear(16, 32), "down": nn.Linear(32, 16)})
-                                    for _ in range(2))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                {"mix": nn.Linear(16, 16), "norm": nn.LayerNorm(16), "up": nn.Linear(16, 32), "down": nn.Linear(32, 16)}
+            )
+            for _ in range(2)
+        )
         self.out = nn.Linear(16, 5)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -298,16 +375,22 @@ def test_unmapped_model_clear_error_then_all_linear_and_raw_names():
     perturb(delta)
     assert (model(ids) - ref).abs().max() > 1e-4
     delta.detach()
-    raw = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["[r]layers\\.\\d\\.(up|down)", "mix"],
-                                      "exclude_modules": ["layers.1.mix"]}, backbone_model=model)
-    assert raw.modified_module_names == ["layers.0.mix", "layers.0.up", "layers.0.down", "layers.1.up",
-                                         "layers.1.down"]
+    raw = AutoDeltaModel.from_config(
+        {
+            "delta_type": "lora",
+            "modified_modules": ["[r]layers\\.\\d\\.(up|down)", "mix"],
+            "exclude_modules": ["layers.1.mix"],
+        },
+        backbone_model=model,
+    )
+    assert raw.modified_module_names == ["layers.0.mix", "layers.0.up", "layers.0.down", "layers.1.up", "layers.1.down"]
     with pytest.raises(ModuleMatchError, match="no known common structure"):
         find_targets(model, ["attn.q"], common_structure=True)
     raw.detach()
     for delta_type in ("ia3", "bitfit"):  # the other types that make sense on every linear layer
-        d = AutoDeltaModel.from_config({"delta_type": delta_type, "modified_modules": [ALL_LINEAR]},
-                                       backbone_model=model)
+        d = AutoDeltaModel.from_config(
+            {"delta_type": delta_type, "modified_modules": [ALL_LINEAR]}, backbone_model=model
+        )
         assert len(d.sites) == 6
         perturb(d)
         assert (model(ids) - ref).abs().max() > 1e-4
@@ -315,8 +398,12 @@ def test_unmapped_model_clear_error_then_all_linear_and_raw_names():
 
 
 def test_all_linear_on_mapped_families_leaves_out_the_head():
-    for family, head in [("gpt2", "lm_head"), ("bert", "classifier"), ("llama", "lm_head"),
-                         ("xlm-roberta", "classifier.out_proj")]:
+    for family, head in [
+        ("gpt2", "lm_head"),
+        ("bert", "classifier"),
+        ("llama", "lm_head"),
+        ("xlm-roberta", "classifier.out_proj"),
+    ]:
         model = build(family)
         got = [n for n, _ in find_targets(model, [ALL_LINEAR])]
         linear = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
@@ -330,8 +417,9 @@ def test_plain_module_raw_names_and_regex():
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 4)))
     x = torch.randn(3, 8)
     ref = model(x).detach()
-    delta = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["0", "[r]2\\.[01]"]},
-                                       backbone_model=model)
+    delta = AutoDeltaModel.from_config(
+        {"delta_type": "lora", "modified_modules": ["0", "[r]2\\.[01]"]}, backbone_model=model
+    )
     assert delta.modified_module_names == ["0", "2.0", "2.1"]
     perturb(delta)
     out = model(x)
@@ -341,13 +429,20 @@ def test_plain_module_raw_names_and_regex():
 
 
 def test_legacy_at_spelling_from_an_old_config():
-    old = {"delta_type": "lora", "modified_modules": ["attn@.q@", "attn@.v@"], "common_structure": True,
-           "lora_r": 4, "opendelta_version": "0.3.2", "transformers_version": "4.27.0"}
+    old = {
+        "delta_type": "lora",
+        "modified_modules": ["attn@.q@", "attn@.v@"],
+        "common_structure": True,
+        "lora_r": 4,
+        "opendelta_version": "0.3.2",
+        "transformers_version": "4.27.0",
+    }
     cfg = AutoDeltaConfig.from_dict(old)
     model = build("t5")
     delta = AutoDeltaModel.from_config(cfg, backbone_model=model)
-    new = AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["attn.q", "attn.v"]},
-                                     backbone_model=build("t5"))
+    new = AutoDeltaModel.from_config(
+        {"delta_type": "lora", "modified_modules": ["attn.q", "attn.v"]}, backbone_model=build("t5")
+    )
     assert delta.modified_module_names == new.modified_module_names and len(delta.sites) == 8
     # the "@" marks a common name even when the config does not say common_structure
     cfg = AutoDeltaConfig.from_dict({"delta_type": "lora", "modified_modules": ["[r]block\\.0\\.attn@\\.q@"]})
@@ -359,8 +454,10 @@ def test_failed_common_resolution_leaves_model_untouched():
     model = build("llama")
     keys = list(model.state_dict())
     with pytest.raises(ModuleMatchError):
-        AutoDeltaModel.from_config({"delta_type": "lora", "modified_modules": ["attn.q", "crossattn.q"],
-                                    "common_structure": True}, backbone_model=model)
+        AutoDeltaModel.from_config(
+            {"delta_type": "lora", "modified_modules": ["attn.q", "crossattn.q"], "common_structure": True},
+            backbone_model=model,
+        )
     assert list(model.state_dict()) == keys and not any(m._forward_hooks for m in model.modules())
 
 
@@ -395,8 +492,9 @@ def test_defaults_save_and_load_on_a_fresh_backbone(family, delta_type, tmp_path
 
 
 def test_settings_the_user_gave_are_kept_with_default_modules():
-    d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter", "output_module": "output"},
-                                   backbone_model=build("bert"))
+    d = AutoDeltaModel.from_config(
+        {"delta_type": "parallel_adapter", "output_module": "output"}, backbone_model=build("bert")
+    )
     assert d.config.output_module == "output" and d.config.modified_modules == ["intermediate"]
     d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter"}, backbone_model=build("bart"))
     assert d.config.output_module == "fc2" and d.config.modified_modules == ["ff.w1"]

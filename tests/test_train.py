@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tiny import bert_config
 
 from opendelta import AutoDeltaModel, DeltaConfigError
 from opendelta.app import data, train
 from opendelta.app.data import DataError
+from tiny import bert_config
 
 POSITIVE = ["good", "great", "fine", "nice", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring", "weak"]
@@ -60,9 +60,26 @@ def reviews_csv(tmp_path_factory) -> Path:
 
 
 def _args(backbone: Path, data_file: Path, out: Path, *extra: str) -> list[str]:
-    return ["--backbone", str(backbone), "--data", str(data_file), "--text-column", "review",
-            "--label-column", "sentiment", "--epochs", "2", "--batch-size", "8", "--max-length", "16",
-            "--output", str(out), "--no-progress", *extra]
+    return [
+        "--backbone",
+        str(backbone),
+        "--data",
+        str(data_file),
+        "--text-column",
+        "review",
+        "--label-column",
+        "sentiment",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--max-length",
+        "16",
+        "--output",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _reloaded_test_accuracy(backbone: Path, data_file: Path, out: Path) -> float:
@@ -81,7 +98,8 @@ def test_train_lora_end_to_end(backbone, reviews_csv, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "test accuracy (reloaded from disk)" in printed and "checkpoint size vs backbone" in printed
     assert {"config.json", "delta_model.safetensors", "fingerprint.json", "results.json"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "lora" and results["labels"] == ["neg", "pos"]
     assert results["split_sizes"] == {"train": 64, "validation": 8, "test": 8}
@@ -138,11 +156,14 @@ def test_unknown_label_in_test_split(backbone, reviews_csv, tmp_path, capsys):
     assert "DataError" in err and "test split" in err and "'neutral'" in err and "['neg', 'pos']" in err
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "is empty"),
-    ("review,sentiment\n", "holds no usable rows"),
-    ("review,sentiment\ngood movie,\n", "record 1 has no value in the label column 'sentiment'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "is empty"),
+        ("review,sentiment\n", "holds no usable rows"),
+        ("review,sentiment\ngood movie,\n", "record 1 has no value in the label column 'sentiment'"),
+    ],
+)
 def test_empty_or_unlabelled_file(backbone, tmp_path, capsys, content, message):
     path = tmp_path / "data.csv"
     path.write_text(content)
@@ -176,8 +197,7 @@ def test_read_formats_split_and_labels(tmp_path):
     assert splits.sizes() == {"train": 20, "validation": 6, "test": 4} and splits.labels == ["0", "1", "2"]
     again = data.load_splits(jsonl, text_column="t", label_column="y", validation_size=0.2, test_size=4)
     assert again.test == splits.test  # the split depends on split_seed only
-    other = data.load_splits(jsonl, text_column="t", label_column="y", validation_size=0.2, test_size=4,
-                             split_seed=1)
+    other = data.load_splits(jsonl, text_column="t", label_column="y", validation_size=0.2, test_size=4, split_seed=1)
     assert other.test != splits.test
     assert data.load_splits(jsonl, text_column="t", label_column="y", train_subset=12).sizes()["train"] == 12
     with pytest.raises(DataError, match="non-empty train part"):

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import build
 
 import opendelta
 from opendelta import LoraModel, Visualization
 from opendelta.stats import percent
 from opendelta.visualization import STYLE_DELTA, STYLE_FROZEN, STYLE_TRAINABLE, _compress_names
+from tiny import build
 
 GOLDEN = Path(__file__).parent / "golden"
 FOOTER = re.compile(r"parameters: total ([\d,]+) · trainable ([\d,]+) \((.+?)\) · delta ([\d,]+) \((.+?)\)")
@@ -193,7 +193,7 @@ def test_colours_tell_delta_trainable_and_frozen_apart():
     key = next(lbl for lbl in labels if lbl.plain.startswith("key (Linear)"))
 
     def styles_of(label, word):
-        return {str(s.style) for s in label.spans if word in label.plain[s.start:s.end]}
+        return {str(s.style) for s in label.spans if word in label.plain[s.start : s.end]}
 
     assert STYLE_DELTA in styles_of(lora, "lora")
     assert styles_of(lora, "lora_A") == {STYLE_TRAINABLE}
@@ -204,8 +204,15 @@ def test_colours_tell_delta_trainable_and_frozen_apart():
 def test_meta_device_model_renders_without_memory():
     import transformers
 
-    cfg = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
-                                   num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    cfg = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(cfg)
         LoraModel(model, modified_modules=["q_proj", "v_proj"], lora_r=8).freeze_module()
@@ -253,8 +260,15 @@ def test_inspect_counts_memory_and_log(caplog):
         logged = delta.log()
     assert logged.delta == delta.num_delta_parameters() and logged["trainable"] == trainable
     assert f"delta {delta_n:,}" in caplog.text and "float16" in caplog.text
-    assert set(stats.to_dict()) >= {"total", "trainable", "delta", "trainable_ratio", "delta_ratio",
-                                    "memory_by_dtype", "peak_accelerator_memory"}
+    assert set(stats.to_dict()) >= {
+        "total",
+        "trainable",
+        "delta",
+        "trainable_ratio",
+        "delta_ratio",
+        "memory_by_dtype",
+        "peak_accelerator_memory",
+    }
 
 
 def test_inspect_reports_peak_cuda_memory(monkeypatch):

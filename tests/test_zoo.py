@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
+from opendelta import (
+    AdapterModel,
+    AutoDeltaConfig,
+    AutoDeltaModel,
+    BitFitModel,
+    CompacterModel,
+    IA3Model,
+    LowRankAdapterModel,
+    ParallelAdapterModel,
+)
+from opendelta.errors import DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 from shared_tester import check_all, make, perturb
 from tiny import build, inputs_for, run
-from torch import nn
 from zoo_configs import ZOO
-
-from opendelta import (AdapterModel, AutoDeltaConfig, AutoDeltaModel, BitFitModel, CompacterModel, IA3Model,
-                       LowRankAdapterModel, ParallelAdapterModel)
-from opendelta.errors import DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 
 CASES = [(t, f) for t, fams in ZOO.items() for f in fams]
 
@@ -20,12 +28,14 @@ CASES = [(t, f) for t, fams in ZOO.items() for f in fams]
 @pytest.mark.parametrize("delta_type,family", CASES, ids=[f"{t}-{f}" for t, f in CASES])
 def test_shared_properties(delta_type, family, tmp_path):
     # compacter starts near (not exactly at) the identity: C ~ N(0, 1e-4)
-    check_all(family, delta_type, ZOO[delta_type][family], tmp_path,
-              identity_atol=1e-3 if delta_type == "compacter" else 0)
+    check_all(
+        family, delta_type, ZOO[delta_type][family], tmp_path, identity_atol=1e-3 if delta_type == "compacter" else 0
+    )
 
 
 # ----- exact parameter counts, by hand ------------------------------------------------------------------------
 # toy = Sequential(Linear(8,16), ReLU, Linear(16,16), LayerNorm(16), Linear(16,4)); "0" and "2" output 16 features
+
 
 def _count(delta_type, family, config):
     _, delta = make(family, delta_type, config)
@@ -93,13 +103,17 @@ def test_count_t5_adapter_on_blocks():
 
 # ----- sizes read from blocks ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family,module,expected", [
-    ("bert", "encoder.layer.0.intermediate", 64),      # BertIntermediate: its dense layer, 32 -> 64
-    ("bert", "encoder.layer.0.attention.output", 32),  # BertSelfOutput: dense + LayerNorm
-    ("t5", "encoder.block.0.layer.1", 32),             # T5LayerFF: ends with its layer_norm
-    ("gpt2", "h.0.mlp", 32),                           # GPT2MLP: c_proj Conv1D (64 -> 32)
-    ("llama", "layers.0.mlp", 32),                     # LlamaMLP: down_proj
-])
+
+@pytest.mark.parametrize(
+    "family,module,expected",
+    [
+        ("bert", "encoder.layer.0.intermediate", 64),  # BertIntermediate: its dense layer, 32 -> 64
+        ("bert", "encoder.layer.0.attention.output", 32),  # BertSelfOutput: dense + LayerNorm
+        ("t5", "encoder.block.0.layer.1", 32),  # T5LayerFF: ends with its layer_norm
+        ("gpt2", "h.0.mlp", 32),  # GPT2MLP: c_proj Conv1D (64 -> 32)
+        ("llama", "layers.0.mlp", 32),  # LlamaMLP: down_proj
+    ],
+)
 def test_output_size_of_blocks(family, module, expected):
     model = build(family)
     delta = AdapterModel(model, modified_modules=[module], bottleneck_dim=2)
@@ -112,27 +126,32 @@ def test_output_size_of_blocks(family, module, expected):
 
 # ----- errors -------------------------------------------------------------------------------------------------
 
+
 def _untouched(model, keys):
     return list(model.state_dict()) == keys and not any(
-        m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+        m._forward_hooks or m._forward_pre_hooks for m in model.modules()
+    )
 
 
-@pytest.mark.parametrize("delta_type,bad,match", [
-    ("adapter", {"bottleneck_dim": 0}, "bottleneck_dim"),
-    ("adapter", {"non_linearity": "gelu_nwe"}, "gelu_new"),  # lists the valid activations
-    ("low_rank_adapter", {"low_rank_rank": 0}, "low_rank_rank"),
-    ("low_rank_adapter", {"low_rank_w_init": "kaiming"}, "glorot-uniform"),
-    ("low_rank_adapter", {"reduction_factor": 0}, "reduction_factor"),
-    ("compacter", {"hypercomplex_division": 0}, "hypercomplex_division"),
-    ("compacter", {"phm_c_init": "zeros"}, "normal"),
-    ("compacter", {"phm_init_range": 0.0}, "phm_init_range"),
-    ("compacter", {"phm_rank": 0}, "phm_rank"),
-    ("parallel_adapter", {"output_module": "[r]out.*"}, "output_module"),
-    ("parallel_adapter", {"output_module": "output..dense"}, "output_module"),
-    ("parallel_adapter", {"non_linearity": "nope"}, "relu"),
-    ("ia3", {"feedforward_modules": [" "]}, "feedforward_modules"),
-    ("bitfit", {"bottleneck_dim": 4}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    "delta_type,bad,match",
+    [
+        ("adapter", {"bottleneck_dim": 0}, "bottleneck_dim"),
+        ("adapter", {"non_linearity": "gelu_nwe"}, "gelu_new"),  # lists the valid activations
+        ("low_rank_adapter", {"low_rank_rank": 0}, "low_rank_rank"),
+        ("low_rank_adapter", {"low_rank_w_init": "kaiming"}, "glorot-uniform"),
+        ("low_rank_adapter", {"reduction_factor": 0}, "reduction_factor"),
+        ("compacter", {"hypercomplex_division": 0}, "hypercomplex_division"),
+        ("compacter", {"phm_c_init": "zeros"}, "normal"),
+        ("compacter", {"phm_init_range": 0.0}, "phm_init_range"),
+        ("compacter", {"phm_rank": 0}, "phm_rank"),
+        ("parallel_adapter", {"output_module": "[r]out.*"}, "output_module"),
+        ("parallel_adapter", {"output_module": "output..dense"}, "output_module"),
+        ("parallel_adapter", {"non_linearity": "nope"}, "relu"),
+        ("ia3", {"feedforward_modules": [" "]}, "feedforward_modules"),
+        ("bitfit", {"bottleneck_dim": 4}, "unknown key"),
+    ],
+)
 def test_config_errors(delta_type, bad, match):
     with pytest.raises(DeltaConfigError, match=match):
         AutoDeltaConfig.from_dict({"delta_type": delta_type, "modified_modules": ["x"], **bad})
@@ -248,5 +267,6 @@ def test_meta_device_build(delta_type):
     with torch.device("meta"):
         model = build("toy")
     delta = AutoDeltaModel.from_config(
-        AutoDeltaConfig.from_dict({"delta_type": delta_type, **ZOO[delta_type]["toy"]}), backbone_model=model)
+        AutoDeltaConfig.from_dict({"delta_type": delta_type, **ZOO[delta_type]["toy"]}), backbone_model=model
+    )
     assert all(p.device.type == "meta" for p in delta.delta_parameters())

@@ -7,17 +7,16 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from opendelta import AdapterModel, BitFitModel, CompacterModel, IA3Model, LowRankAdapterModel, ParallelAdapterModel
 from shared_tester import make, perturb
 from tiny import build, inputs_for, loss_of, run
-from torch import nn
 from zoo_configs import ZOO
-
-from opendelta import (AdapterModel, BitFitModel, CompacterModel, IA3Model, LowRankAdapterModel,
-                       ParallelAdapterModel)
 
 
 def gelu_new(x):
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def outer_sum(left, right):
@@ -49,8 +48,9 @@ def test_adapter_formula():
 def test_low_rank_adapter_any_rank(rank):
     model = build("toy")
     # dim 16, reduction 2 -> bottleneck 8: rank 4 < 8, so the factors really limit the rank
-    delta = LowRankAdapterModel(model, modified_modules=["2"], reduction_factor=2, low_rank_rank=rank,
-                                non_linearity="relu")
+    delta = LowRankAdapterModel(
+        model, modified_modules=["2"], reduction_factor=2, low_rank_rank=rank, non_linearity="relu"
+    )
     perturb(delta)
     lin, layer = model[2], model[2].low_rank_adapter
     down, up = layer.down_sampler, layer.up_sampler
@@ -69,12 +69,14 @@ def test_low_rank_adapter_glorot_normal_and_identity_init():
     model = build("toy")
     x = toy_input()
     before = model[2](x)
-    LowRankAdapterModel(model, modified_modules=["2"], reduction_factor=2, low_rank_rank=2,
-                        low_rank_w_init="glorot-normal")
+    LowRankAdapterModel(
+        model, modified_modules=["2"], reduction_factor=2, low_rank_rank=2, low_rank_w_init="glorot-normal"
+    )
     assert torch.equal(model[2](x), before)  # W_right of the up sampler starts at zero
 
 
 # ----- compacter ------------------------------------------------------------------------------------------------
+
 
 def phm_reference(phm):
     """sum_i kron(C_i, W_i) from the raw factors, with torch.kron and outer products."""
@@ -107,10 +109,18 @@ VARIANTS = {
     "factorized_rule": {"factorized_phm_rule": True},
     "shared_rule": {"shared_phm_rule": True},
     "shared_W": {"shared_W_phm": True},
-    "all_shared_factorized": {"shared_phm_rule": True, "shared_W_phm": True, "factorized_phm_rule": True,
-                              "phm_rank": 2},
-    "fixed_rule_uniform_no_bias": {"learn_phm": False, "phm_c_init": "uniform", "use_bias_up_sampler": False,
-                                   "use_bias_down_sampler": False},
+    "all_shared_factorized": {
+        "shared_phm_rule": True,
+        "shared_W_phm": True,
+        "factorized_phm_rule": True,
+        "phm_rank": 2,
+    },
+    "fixed_rule_uniform_no_bias": {
+        "learn_phm": False,
+        "phm_c_init": "uniform",
+        "use_bias_up_sampler": False,
+        "use_bias_down_sampler": False,
+    },
 }
 
 
@@ -118,8 +128,9 @@ VARIANTS = {
 def test_compacter_against_kron_reference(variant):
     model = build("toy")
     # two sites with the same shapes ("0": 8->16, "2": 16->16; outputs 16, bottleneck 4, n = 2)
-    delta = CompacterModel(model, modified_modules=["0", "2"], reduction_factor=4, hypercomplex_division=2,
-                           **VARIANTS[variant])
+    delta = CompacterModel(
+        model, modified_modules=["0", "2"], reduction_factor=4, hypercomplex_division=2, **VARIANTS[variant]
+    )
     perturb(delta)
     if not delta.config.learn_phm:  # fixed rules are buffers: give them visible values too
         with torch.no_grad():
@@ -137,14 +148,23 @@ def test_compacter_against_kron_reference(variant):
 
 def _rules(model):
     layers = [model[i].compacter for i in (0, 2)]
-    return [p._modules.get("phm_rule") or p._shared["phm_rule"]
-            for layer in layers for p in (layer.down_sampler, layer.up_sampler)]
+    return [
+        p._modules.get("phm_rule") or p._shared["phm_rule"]
+        for layer in layers
+        for p in (layer.down_sampler, layer.up_sampler)
+    ]
 
 
 def test_compacter_sharing_is_real_sharing():
     model = build("toy")
-    delta = CompacterModel(model, modified_modules=["0", "2"], reduction_factor=4, hypercomplex_division=2,
-                           shared_phm_rule=True, shared_W_phm=True)
+    delta = CompacterModel(
+        model,
+        modified_modules=["0", "2"],
+        reduction_factor=4,
+        hypercomplex_division=2,
+        shared_phm_rule=True,
+        shared_W_phm=True,
+    )
     rules = _rules(model)
     assert all(r is rules[0] for r in rules)
     d0, d2 = model[0].compacter.down_sampler, model[2].compacter.down_sampler
@@ -155,21 +175,32 @@ def test_compacter_sharing_is_real_sharing():
     assert "0.compacter.down_sampler.phm_rule.C" in keys
     assert sum(".phm_weights." in k for k in keys) == 4  # (W_left, W_right) for 16->4 and for 4->16
     # one gradient step on the shared rule moves every layer's weight
-    before = [p.full_weight().detach().clone() for s in ("0", "2")
-              for p in (model[int(s)].compacter.down_sampler, model[int(s)].compacter.up_sampler)]
+    before = [
+        p.full_weight().detach().clone()
+        for s in ("0", "2")
+        for p in (model[int(s)].compacter.down_sampler, model[int(s)].compacter.up_sampler)
+    ]
     delta.freeze_module()
     loss_of(model(torch.randn(3, 8))).backward()
     assert rules[0].C.grad is not None and rules[0].C.grad.abs().sum() > 0
     with torch.no_grad():
         rules[0].C.add_(1.0)
-    after = [p.full_weight() for s in ("0", "2") for p in (model[int(s)].compacter.down_sampler,
-                                                      model[int(s)].compacter.up_sampler)]
+    after = [
+        p.full_weight()
+        for s in ("0", "2")
+        for p in (model[int(s)].compacter.down_sampler, model[int(s)].compacter.up_sampler)
+    ]
     assert all(not torch.allclose(a, b) for a, b in zip(after, before))
 
 
 def test_compacter_shared_roundtrip_and_half_precision(tmp_path):
-    cfg = {"modified_modules": ["0", "2"], "reduction_factor": 4, "hypercomplex_division": 2,
-           "shared_phm_rule": True, "shared_W_phm": True}
+    cfg = {
+        "modified_modules": ["0", "2"],
+        "reduction_factor": 4,
+        "hypercomplex_division": 2,
+        "shared_phm_rule": True,
+        "shared_W_phm": True,
+    }
     from opendelta import AutoDeltaModel
 
     model, delta = make("toy", "compacter", cfg, dtype=torch.bfloat16)
@@ -185,6 +216,7 @@ def test_compacter_shared_roundtrip_and_half_precision(tmp_path):
 
 # ----- parallel adapter -----------------------------------------------------------------------------------------
 
+
 def test_parallel_adapter_same_module_formula():
     model = build("toy")
     delta = ParallelAdapterModel(model, modified_modules=["2"], bottleneck_dim=3, scaled=0.5)
@@ -198,8 +230,9 @@ def test_parallel_adapter_same_module_formula():
 def test_parallel_adapter_reads_a_adds_to_b_in_bert():
     model = build("bert")
     layer0 = model.bert.encoder.layer[0]
-    delta = ParallelAdapterModel(model, modified_modules=["layer.0.intermediate"], output_module="output.dense",
-                                 bottleneck_dim=4, scaled=2.0)
+    delta = ParallelAdapterModel(
+        model, modified_modules=["layer.0.intermediate"], output_module="output.dense", bottleneck_dim=4, scaled=2.0
+    )
     (site,) = delta.sites
     assert site.name.endswith("layer.0.intermediate")  # the layer lives on A, the update lands on B
     a = layer0.intermediate.parallel_adapter
@@ -220,6 +253,7 @@ def test_parallel_adapter_reads_a_adds_to_b_in_bert():
 
 
 # ----- bitfit -----------------------------------------------------------------------------------------------------
+
 
 def test_bitfit_on_bias_free_t5_linears_and_norms():
     model = build("t5")
@@ -253,11 +287,13 @@ def test_bitfit_equals_training_the_existing_bias():
     with torch.no_grad():  # and y = W x + b + b' is the layer with bias b + b'
         site.module.bitfit.bias.normal_()
         x = torch.randn(2, 32)
-        torch.testing.assert_close(site.module(x), F.linear(x, site.module.weight,
-                                                            site.module.bias + site.module.bitfit.bias))
+        torch.testing.assert_close(
+            site.module(x), F.linear(x, site.module.weight, site.module.bias + site.module.bitfit.bias)
+        )
 
 
 # ----- ia3 ----------------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family,ff_name", [("toy", None), ("gpt2", "c_proj")])
 def test_ia3_formula_linear_and_conv1d(family, ff_name):
@@ -274,6 +310,7 @@ def test_ia3_formula_linear_and_conv1d(family, ff_name):
 
         def plain(m, x):  # Conv1D: x @ W + b with W (in, out)
             return x @ m.weight + m.bias
+
     perturb(delta)
     torch.testing.assert_close(out_mod(x_out), out_mod.ia3.scale * plain(out_mod, x_out), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(ff_mod(x_ff), plain(ff_mod, ff_mod.ia3.scale * x_ff), rtol=1e-5, atol=1e-6)
@@ -285,8 +322,10 @@ def test_ia3_formula_linear_and_conv1d(family, ff_name):
 def test_ia3_merge_folds_into_weights(family):
     model, delta = make(family, "ia3", ZOO["ia3"][family])
     perturb(delta, scale=0.3)
-    weights = {s.name: (s.module.weight.detach().clone(),
-                        None if s.module.bias is None else s.module.bias.detach().clone()) for s in delta.sites}
+    weights = {
+        s.name: (s.module.weight.detach().clone(), None if s.module.bias is None else s.module.bias.detach().clone())
+        for s in delta.sites
+    }
     x = inputs_for(family)
     with torch.no_grad():
         unmerged = run(model, family, x)
@@ -308,8 +347,8 @@ def test_ia3_merge_explicit_rows_and_columns():
     model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
     delta = IA3Model(model, modified_modules=["0", "1"], feedforward_modules=["1"])
     with torch.no_grad():
-        model[0].ia3.scale.copy_(torch.tensor([2.0, 3.0]))    # scales outputs: rows of W, and b
-        model[1].ia3.scale.copy_(torch.tensor([5.0, 7.0]))    # scales inputs: columns of W
+        model[0].ia3.scale.copy_(torch.tensor([2.0, 3.0]))  # scales outputs: rows of W, and b
+        model[1].ia3.scale.copy_(torch.tensor([5.0, 7.0]))  # scales inputs: columns of W
     w0, b0, w1, b1 = (t.detach().clone() for t in (model[0].weight, model[0].bias, model[1].weight, model[1].bias))
     delta.merge()
     assert torch.equal(model[0].weight, torch.stack([2 * w0[0], 3 * w0[1]]))
@@ -318,17 +357,21 @@ def test_ia3_merge_explicit_rows_and_columns():
     assert torch.equal(model[1].bias, b1)
 
 
-@pytest.mark.parametrize("family,targets,ff", [
-    ("llama", ["k_proj", "v_proj", "down_proj"], ["down_proj"]),
-    ("gpt2", ["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),  # Conv1D
-])
+@pytest.mark.parametrize(
+    "family,targets,ff",
+    [
+        ("llama", ["k_proj", "v_proj", "down_proj"], ["down_proj"]),
+        ("gpt2", ["c_attn", "mlp.c_proj"], ["mlp.c_proj"]),  # Conv1D
+    ],
+)
 def test_ia3_matches_peft(family, targets, ff):
     """The same scaling vectors give the same outputs as PEFT's IA3, unmerged and merged."""
     peft = pytest.importorskip("peft")
     model, delta = make(family, "ia3", {"modified_modules": targets, "feedforward_modules": ff})
     perturb(delta, scale=0.3)
-    theirs = peft.get_peft_model(build(family), peft.IA3Config(target_modules=targets, feedforward_modules=ff,
-                                                               fan_in_fan_out=family == "gpt2"))
+    theirs = peft.get_peft_model(
+        build(family), peft.IA3Config(target_modules=targets, feedforward_modules=ff, fan_in_fan_out=family == "gpt2")
+    )
     ours = {s.name: s.layers["ia3"].scale for s in delta.sites}
     copied = 0
     with torch.no_grad():

@@ -24,7 +24,7 @@ d_kv * num_heads (48) != d_model (32), as the real T5 v1.1 models do.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import transformers as T
@@ -33,16 +33,49 @@ from torch import nn
 HIDDEN, LAYERS, HEADS, VOCAB, FF = 32, 2, 4, 99, 64
 
 _TOK = {"bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 0}
-_ENC = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "intermediate_size": FF, "max_position_embeddings": 70}
-_DEC = {"vocab_size": VOCAB, "hidden_size": HIDDEN, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": 2, "intermediate_size": FF, "max_position_embeddings": 64, **_TOK}
-_SEQ2SEQ = {"vocab_size": VOCAB, "d_model": HIDDEN, "encoder_layers": LAYERS, "decoder_layers": LAYERS,
-            "encoder_attention_heads": HEADS, "decoder_attention_heads": HEADS, "encoder_ffn_dim": FF,
-            "decoder_ffn_dim": FF, "max_position_embeddings": 64, "decoder_start_token_id": 2, **_TOK}
-_T5 = {"vocab_size": VOCAB, "d_model": HIDDEN, "d_kv": HIDDEN // HEADS, "d_ff": FF, "num_layers": LAYERS,
-       "num_decoder_layers": LAYERS, "num_heads": HEADS, "decoder_start_token_id": 0, "pad_token_id": 0,
-       "eos_token_id": 1}
+_ENC = {
+    "vocab_size": VOCAB,
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "intermediate_size": FF,
+    "max_position_embeddings": 70,
+}
+_DEC = {
+    "vocab_size": VOCAB,
+    "hidden_size": HIDDEN,
+    "num_hidden_layers": LAYERS,
+    "num_attention_heads": HEADS,
+    "num_key_value_heads": 2,
+    "intermediate_size": FF,
+    "max_position_embeddings": 64,
+    **_TOK,
+}
+_SEQ2SEQ = {
+    "vocab_size": VOCAB,
+    "d_model": HIDDEN,
+    "encoder_layers": LAYERS,
+    "decoder_layers": LAYERS,
+    "encoder_attention_heads": HEADS,
+    "decoder_attention_heads": HEADS,
+    "encoder_ffn_dim": FF,
+    "decoder_ffn_dim": FF,
+    "max_position_embeddings": 64,
+    "decoder_start_token_id": 2,
+    **_TOK,
+}
+_T5 = {
+    "vocab_size": VOCAB,
+    "d_model": HIDDEN,
+    "d_kv": HIDDEN // HEADS,
+    "d_ff": FF,
+    "num_layers": LAYERS,
+    "num_decoder_layers": LAYERS,
+    "num_heads": HEADS,
+    "decoder_start_token_id": 0,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+}
 
 
 class Toy(nn.Sequential):
@@ -71,8 +104,18 @@ def _bert() -> nn.Module:
 
 
 def _gpt2() -> nn.Module:
-    return T.GPT2LMHeadModel(T.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-                                          n_positions=64, bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    return T.GPT2LMHeadModel(
+        T.GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+        )
+    )
 
 
 def _llama() -> nn.Module:
@@ -80,8 +123,9 @@ def _llama() -> nn.Module:
 
 
 def _bart() -> nn.Module:
-    cfg = T.BartConfig(**{**_SEQ2SEQ, "pad_token_id": 1, "eos_token_id": 2}, forced_eos_token_id=None,
-                       forced_bos_token_id=None)
+    cfg = T.BartConfig(
+        **{**_SEQ2SEQ, "pad_token_id": 1, "eos_token_id": 2}, forced_eos_token_id=None, forced_bos_token_id=None
+    )
     return T.BartForConditionalGeneration(cfg)
 
 
@@ -99,53 +143,145 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "mbart": lambda: T.MBartForConditionalGeneration(T.MBartConfig(**_SEQ2SEQ)),
     "roberta": lambda: T.RobertaForMaskedLM(T.RobertaConfig(**_ENC, pad_token_id=1)),
     "xlm-roberta": lambda: T.XLMRobertaForSequenceClassification(T.XLMRobertaConfig(**_ENC, pad_token_id=1)),
-    "distilbert": lambda: T.DistilBertForSequenceClassification(T.DistilBertConfig(
-        vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FF, max_position_embeddings=64)),
+    "distilbert": lambda: T.DistilBertForSequenceClassification(
+        T.DistilBertConfig(
+            vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FF, max_position_embeddings=64
+        )
+    ),
     "deberta-v2": lambda: T.DebertaV2ForSequenceClassification(T.DebertaV2Config(**_ENC)),
     "electra": lambda: T.ElectraForSequenceClassification(T.ElectraConfig(**_ENC, embedding_size=HIDDEN)),
-    "opt": lambda: T.OPTForCausalLM(T.OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                                num_attention_heads=HEADS, ffn_dim=FF, max_position_embeddings=64,
-                                                word_embed_proj_dim=HIDDEN, **_TOK)),
+    "opt": lambda: T.OPTForCausalLM(
+        T.OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            ffn_dim=FF,
+            max_position_embeddings=64,
+            word_embed_proj_dim=HIDDEN,
+            **_TOK,
+        )
+    ),
     "mistral": lambda: T.MistralForCausalLM(T.MistralConfig(**_DEC)),
     "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**_DEC)),
     "gemma": lambda: T.GemmaForCausalLM(T.GemmaConfig(**_DEC, head_dim=HIDDEN // HEADS)),
-    "vit": lambda: T.ViTForImageClassification(T.ViTConfig(hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                                           num_attention_heads=HEADS, intermediate_size=FF,
-                                                           image_size=16, patch_size=8, num_labels=3)),
+    "vit": lambda: T.ViTForImageClassification(
+        T.ViTConfig(
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=FF,
+            image_size=16,
+            patch_size=8,
+            num_labels=3,
+        )
+    ),
     # a RoBERTa classifier (the mapped "roberta" is a masked LM)
-    "roberta-cls": lambda: T.RobertaForSequenceClassification(T.RobertaConfig(
-        **{**_ENC, "max_position_embeddings": 72}, pad_token_id=1)),
+    "roberta-cls": lambda: T.RobertaForSequenceClassification(
+        T.RobertaConfig(**{**_ENC, "max_position_embeddings": 72}, pad_token_id=1)
+    ),
 }
 FAMILIES = list(BUILDERS)
 CORE = ["t5", "bert", "gpt2", "llama", "toy"]
-MAPPED = ["t5", "t5-v1_1", "mt5", "bart", "mbart", "bert", "roberta", "xlm-roberta", "distilbert", "deberta-v2",
-          "electra", "gpt2", "opt", "llama", "mistral", "qwen2", "gemma", "vit"]
+MAPPED = [
+    "t5",
+    "t5-v1_1",
+    "mt5",
+    "bart",
+    "mbart",
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "deberta-v2",
+    "electra",
+    "gpt2",
+    "opt",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "vit",
+]
 SEQ2SEQ = {"t5", "t5-v1_1", "mt5", "bart", "mbart"}
 
-_BERT_RAW = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-             "proj": "attention.output.dense", "w1": "intermediate.dense", "w2": "output.dense"}
-_LLAMA_RAW = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "proj": "self_attn.o_proj",
-              "w1": "mlp.gate_proj", "w3": "mlp.up_proj", "w2": "mlp.down_proj", "ff": "mlp"}
-_BART_RAW = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-             "proj": "self_attn.out_proj", "w1": "fc1", "w2": "fc2"}
-_T5_RAW = {"q": "SelfAttention.q", "k": "SelfAttention.k", "v": "SelfAttention.v", "proj": "SelfAttention.o",
-           "w1": "DenseReluDense.wi", "w2": "DenseReluDense.wo", "ff": "DenseReluDense"}
+_BERT_RAW = {
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "proj": "attention.output.dense",
+    "w1": "intermediate.dense",
+    "w2": "output.dense",
+}
+_LLAMA_RAW = {
+    "q": "self_attn.q_proj",
+    "k": "self_attn.k_proj",
+    "v": "self_attn.v_proj",
+    "proj": "self_attn.o_proj",
+    "w1": "mlp.gate_proj",
+    "w3": "mlp.up_proj",
+    "w2": "mlp.down_proj",
+    "ff": "mlp",
+}
+_BART_RAW = {
+    "q": "self_attn.q_proj",
+    "k": "self_attn.k_proj",
+    "v": "self_attn.v_proj",
+    "proj": "self_attn.out_proj",
+    "w1": "fc1",
+    "w2": "fc2",
+}
+_T5_RAW = {
+    "q": "SelfAttention.q",
+    "k": "SelfAttention.k",
+    "v": "SelfAttention.v",
+    "proj": "SelfAttention.o",
+    "w1": "DenseReluDense.wi",
+    "w2": "DenseReluDense.wo",
+    "ff": "DenseReluDense",
+}
 
 #: family -> role -> raw module-name suffix (a role missing: the family has no such module)
 RAW: dict[str, dict[str, str]] = {
     "t5": _T5_RAW,
     "t5-v1_1": {**_T5_RAW, "w1": "DenseReluDense.wi_0", "w3": "DenseReluDense.wi_1"},  # gated, like mT5
     "mt5": {**_T5_RAW, "w1": "DenseReluDense.wi_0", "w3": "DenseReluDense.wi_1"},
-    "bart": _BART_RAW, "mbart": _BART_RAW, "opt": _BART_RAW,
-    "bert": _BERT_RAW, "roberta": _BERT_RAW, "xlm-roberta": _BERT_RAW, "electra": _BERT_RAW,
-    "deberta-v2": {**_BERT_RAW, "q": "attention.self.query_proj", "k": "attention.self.key_proj",
-                   "v": "attention.self.value_proj"},
-    "distilbert": {"q": "attention.q_lin", "k": "attention.k_lin", "v": "attention.v_lin",
-                   "proj": "attention.out_lin", "w1": "ffn.lin1", "w2": "ffn.lin2", "ff": "ffn"},
+    "bart": _BART_RAW,
+    "mbart": _BART_RAW,
+    "opt": _BART_RAW,
+    "bert": _BERT_RAW,
+    "roberta": _BERT_RAW,
+    "xlm-roberta": _BERT_RAW,
+    "electra": _BERT_RAW,
+    "deberta-v2": {
+        **_BERT_RAW,
+        "q": "attention.self.query_proj",
+        "k": "attention.self.key_proj",
+        "v": "attention.self.value_proj",
+    },
+    "distilbert": {
+        "q": "attention.q_lin",
+        "k": "attention.k_lin",
+        "v": "attention.v_lin",
+        "proj": "attention.out_lin",
+        "w1": "ffn.lin1",
+        "w2": "ffn.lin2",
+        "ff": "ffn",
+    },
     "gpt2": {"qkv": "attn.c_attn", "proj": "attn.c_proj", "w1": "mlp.c_fc", "w2": "mlp.c_proj", "ff": "mlp"},
-    "llama": _LLAMA_RAW, "mistral": _LLAMA_RAW, "qwen2": _LLAMA_RAW, "gemma": _LLAMA_RAW,
-    "vit": {"q": "attention.q_proj", "k": "attention.k_proj", "v": "attention.v_proj", "proj": "attention.o_proj",
-            "w1": "mlp.fc1", "w2": "mlp.fc2", "ff": "mlp"},
+    "llama": _LLAMA_RAW,
+    "mistral": _LLAMA_RAW,
+    "qwen2": _LLAMA_RAW,
+    "gemma": _LLAMA_RAW,
+    "vit": {
+        "q": "attention.q_proj",
+        "k": "attention.k_proj",
+        "v": "attention.v_proj",
+        "proj": "attention.o_proj",
+        "w1": "mlp.fc1",
+        "w2": "mlp.fc2",
+        "ff": "mlp",
+    },
 }
 
 # (family, seed) -> (model, global RNG state right after constructing it)

@@ -10,14 +10,22 @@ FF = r"[r]layer\.\d+\.output\.dense"  # BERT's second feed-forward projection (n
 
 # Explicit modified_modules per (delta type, family). Blocks that return tuples (T5 / GPT-2 / Llama attention)
 # and blocks whose size is read from their inner layers are included on purpose.
-AFTER = {"t5": ["SelfAttention", "DenseReluDense"], "bert": ["output"], "gpt2": ["attn", "mlp"],
-         "llama": ["self_attn", "mlp"], "toy": ["0", "2", "3"]}
+AFTER = {
+    "t5": ["SelfAttention", "DenseReluDense"],
+    "bert": ["output"],
+    "gpt2": ["attn", "mlp"],
+    "llama": ["self_attn", "mlp"],
+    "toy": ["0", "2", "3"],
+}
 ZOO: dict[str, dict[str, dict]] = {
     "adapter": {f: {"modified_modules": m, "bottleneck_dim": 4} for f, m in AFTER.items()},
-    "low_rank_adapter": {f: {"modified_modules": m, "reduction_factor": 8, "low_rank_rank": 2}
-                         for f, m in AFTER.items()},
-    "compacter": {f: {"modified_modules": m, "reduction_factor": 8, "hypercomplex_division": 2 if f == "toy" else 4}
-                  for f, m in AFTER.items()},
+    "low_rank_adapter": {
+        f: {"modified_modules": m, "reduction_factor": 8, "low_rank_rank": 2} for f, m in AFTER.items()
+    },
+    "compacter": {
+        f: {"modified_modules": m, "reduction_factor": 8, "hypercomplex_division": 2 if f == "toy" else 4}
+        for f, m in AFTER.items()
+    },
     "parallel_adapter": {
         "t5": {"modified_modules": ["DenseReluDense", "SelfAttention"], "bottleneck_dim": 4},
         "bert": {"modified_modules": ["intermediate"], "output_module": "output.dense", "bottleneck_dim": 4},

@@ -1,7 +1,9 @@
 """OpenDelta: attach parameter-efficient deltas to any PyTorch / transformers model, by module name."""
 
-from . import deltas  # noqa: F401  (registers the built-in delta types)
-from . import persistence  # noqa: F401  (implements DeltaBase.save_finetuned / from_finetuned)
+from . import (
+    deltas,  # noqa: F401  (registers the built-in delta types)
+    persistence,  # noqa: F401  (implements DeltaBase.save_finetuned / from_finetuned)
+)
 from .auto import AutoDeltaConfig, AutoDeltaModel
 from .base import DeltaBase
 from .config import DeltaConfig
@@ -14,8 +16,15 @@ from .deltas.low_rank_adapter import LowRankAdapterConfig, LowRankAdapterModel
 from .deltas.parallel_adapter import ParallelAdapterConfig, ParallelAdapterModel
 from .deltas.prefix import PrefixConfig, PrefixModel
 from .deltas.soft_prompt import SoftPromptConfig, SoftPromptModel
-from .errors import (CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError, ModuleMatchError,
-                     OpenDeltaError, UnsupportedModuleError)
+from .errors import (
+    CheckpointError,
+    DeltaConfigError,
+    DeltaStateError,
+    HashMismatchError,
+    ModuleMatchError,
+    OpenDeltaError,
+    UnsupportedModuleError,
+)
 from .inspection import CheckpointInfo, inspect, inspect_checkpoint
 from .registry import get_delta_class, register_delta, registered_delta_types
 from .site import Site
@@ -24,13 +33,43 @@ from .version import __version__
 from .visualization import Visualization
 
 __all__ = [
-    "__version__", "AutoDeltaConfig", "AutoDeltaModel", "DeltaBase", "DeltaConfig", "Site", "Visualization",
-    "register_delta", "registered_delta_types", "get_delta_class", "inspect", "inspect_checkpoint",
-    "CheckpointInfo", "ModelStats",
-    "AdapterConfig", "AdapterModel", "BitFitConfig", "BitFitModel", "CompacterConfig", "CompacterModel",
-    "IA3Config", "IA3Model", "LoraConfig", "LoraModel", "LowRankAdapterConfig", "LowRankAdapterModel",
-    "ParallelAdapterConfig", "ParallelAdapterModel", "PrefixConfig", "PrefixModel", "SoftPromptConfig",
+    "__version__",
+    "AutoDeltaConfig",
+    "AutoDeltaModel",
+    "DeltaBase",
+    "DeltaConfig",
+    "Site",
+    "Visualization",
+    "register_delta",
+    "registered_delta_types",
+    "get_delta_class",
+    "inspect",
+    "inspect_checkpoint",
+    "CheckpointInfo",
+    "ModelStats",
+    "AdapterConfig",
+    "AdapterModel",
+    "BitFitConfig",
+    "BitFitModel",
+    "CompacterConfig",
+    "CompacterModel",
+    "IA3Config",
+    "IA3Model",
+    "LoraConfig",
+    "LoraModel",
+    "LowRankAdapterConfig",
+    "LowRankAdapterModel",
+    "ParallelAdapterConfig",
+    "ParallelAdapterModel",
+    "PrefixConfig",
+    "PrefixModel",
+    "SoftPromptConfig",
     "SoftPromptModel",
-    "OpenDeltaError", "CheckpointError", "DeltaConfigError", "DeltaStateError", "HashMismatchError",
-    "ModuleMatchError", "UnsupportedModuleError",
+    "OpenDeltaError",
+    "CheckpointError",
+    "DeltaConfigError",
+    "DeltaStateError",
+    "HashMismatchError",
+    "ModuleMatchError",
+    "UnsupportedModuleError",
 ]

@@ -19,7 +19,7 @@ class AutoDeltaConfig:
     """Builds the config class that matches a `delta_type`. Not instantiable."""
 
     def __init__(self) -> None:
-        raise EnvironmentError("Use AutoDeltaConfig.from_dict(...) or AutoDeltaConfig.from_finetuned(...).")
+        raise OSError("Use AutoDeltaConfig.from_dict(...) or AutoDeltaConfig.from_finetuned(...).")
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DeltaConfig:
@@ -28,7 +28,9 @@ class AutoDeltaConfig:
             raise DeltaConfigError(f"AutoDeltaConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
         merged = {**config_dict, **kwargs}
         if "delta_type" not in merged:
-            raise DeltaConfigError(f"The config has no `delta_type`; add one of: {', '.join(registered_delta_types())}.")
+            raise DeltaConfigError(
+                f"The config has no `delta_type`; add one of: {', '.join(registered_delta_types())}."
+            )
         return get_delta_class(merged["delta_type"]).config_class.from_dict(merged)
 
     @classmethod
@@ -46,7 +48,7 @@ class AutoDeltaModel:
     """Attaches the delta class that matches a config's `delta_type`. Not instantiable."""
 
     def __init__(self) -> None:
-        raise EnvironmentError("Use AutoDeltaModel.from_config(...) or AutoDeltaModel.from_finetuned(...).")
+        raise OSError("Use AutoDeltaModel.from_config(...) or AutoDeltaModel.from_finetuned(...).")
 
     @classmethod
     def from_config(cls, config: DeltaConfig | dict, backbone_model: nn.Module, **kwargs: Any) -> DeltaBase:
@@ -58,8 +60,9 @@ class AutoDeltaModel:
         return get_delta_class(config.delta_type).from_config(config, backbone_model, **kwargs)
 
     @classmethod
-    def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module,
-                       check_hash: bool = True, **kwargs: Any) -> DeltaBase:
+    def from_finetuned(
+        cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module, check_hash: bool = True, **kwargs: Any
+    ) -> DeltaBase:
         """Attach a saved delta to `backbone_model`, load its weights, and verify the model fingerprint.
 
         Accepts what `DeltaBase.from_finetuned` accepts (folders of any supported format, Hub repo ids,

@@ -10,8 +10,9 @@ and publishing are implemented in `persistence` / `publishing` and reached throu
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -74,7 +75,8 @@ class DeltaBase:
         else:
             if not isinstance(config, self.config_class):
                 raise DeltaConfigError(
-                    f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}.")
+                    f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}."
+                )
             if kwargs:
                 config = config.replace(**kwargs)
         self.config = config
@@ -87,7 +89,7 @@ class DeltaBase:
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config: DeltaConfig | dict, backbone_model: nn.Module, **kwargs: Any) -> "DeltaBase":
+    def from_config(cls, config: DeltaConfig | dict, backbone_model: nn.Module, **kwargs: Any) -> DeltaBase:
         """Attach a delta described by `config` to `backbone_model` (modified in place)."""
         if isinstance(config, dict):
             config = cls.config_class.from_dict(config)
@@ -98,11 +100,15 @@ class DeltaBase:
         if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
             defaults = default_settings(self.backbone_model, self.delta_type, self.default_modules)
             fresh = type(self.config)()
-            keep = {k for k in defaults if k not in ("modified_modules", "common_structure")
-                    and getattr(self.config, k) != getattr(fresh, k)}
+            keep = {
+                k
+                for k in defaults
+                if k not in ("modified_modules", "common_structure") and getattr(self.config, k) != getattr(fresh, k)
+            }
             self.config = self.config.replace(**{k: v for k, v in defaults.items() if k not in keep})
-        return find_targets(self.backbone_model, self.config.modified_modules, self.config.exclude_modules,
-                            self.config.common_structure)
+        return find_targets(
+            self.backbone_model, self.config.modified_modules, self.config.exclude_modules, self.config.common_structure
+        )
 
     def build_site(self, site: Site) -> None:
         """Put the delta on one module: `site.add_layer(...)` and `site.on_input / on_output(...)`."""
@@ -123,7 +129,8 @@ class DeltaBase:
             allowed = ", ".join(c.__name__ for c in self.supported_modules)
             raise UnsupportedModuleError(
                 f"{self.delta_type!r} cannot modify {name!r} ({type(module).__name__}); it supports {allowed}. "
-                f"Point `modified_modules` at such layers (e.g. the q / v projections inside attention).")
+                f"Point `modified_modules` at such layers (e.g. the q / v projections inside attention)."
+            )
 
     def _attach_new(self) -> None:
         targets = self.resolve_targets()
@@ -137,8 +144,9 @@ class DeltaBase:
         sites.extend(self.build_model_sites())
         self.sites = sites
         self._activate_all()
-        logger.info("%s attached to %d module(s) of %s", self.delta_type, len(sites),
-                    type(self.backbone_model).__name__)
+        logger.info(
+            "%s attached to %d module(s) of %s", self.delta_type, len(sites), type(self.backbone_model).__name__
+        )
 
     def _activate_all(self) -> None:
         done: list[Site] = []
@@ -226,7 +234,8 @@ class DeltaBase:
             mergeable = ", ".join(repr(c.delta_type) for c in registered_delta_classes() if c.mergeable)
             raise DeltaStateError(
                 f"{self.delta_type!r} deltas cannot be merged into the backbone weights (they are not a "
-                f"linear change of a weight); {what}() is available for {mergeable}.")
+                f"linear change of a weight); {what}() is available for {mergeable}."
+            )
         if not self._attached:
             raise DeltaStateError(f"Cannot {what}() a detached delta; call attach() first.")
 
@@ -254,8 +263,9 @@ class DeltaBase:
                 names.append(pname)
         return names
 
-    def freeze_module(self, module: nn.Module | None = None, exclude: list[str] | None = None,
-                      set_state_dict: bool = True) -> None:
+    def freeze_module(
+        self, module: nn.Module | None = None, exclude: list[str] | None = None, set_state_dict: bool = True
+    ) -> None:
         """Freeze every parameter except the deltas and the modules named in `exclude`.
 
         `exclude` entries use the module addressing rules; "deltas" stands for every delta layer on the
@@ -309,8 +319,14 @@ class DeltaBase:
         """Log (at INFO level) and return parameter counts and ratios, parameter memory by dtype and peak
         accelerator memory; `stats["trainable"]`, `stats.delta_ratio`, ... (see `opendelta.inspect`)."""
         stats = model_stats(self.backbone_model, self.delta_parameters())
-        logger.info("%s delta on %s (%d modified module(s)): parameters %s; %s", self.delta_type,
-                    stats.model_class, len(self.sites), stats.counts_line(), stats.memory_line())
+        logger.info(
+            "%s delta on %s (%d modified module(s)): parameters %s; %s",
+            self.delta_type,
+            stats.model_class,
+            len(self.sites),
+            stats.counts_line(),
+            stats.memory_line(),
+        )
         return stats
 
     # ----- state ----------------------------------------------------------------------------
@@ -340,8 +356,10 @@ class DeltaBase:
             raise CheckpointError(_key_report(missing, unexpected))
         for k, src in state.items():
             if tuple(src.shape) != tuple(targets[k].shape):
-                raise CheckpointError(f"Tensor {k!r} has shape {tuple(src.shape)} in the checkpoint but "
-                                      f"{tuple(targets[k].shape)} in the model; was it saved with other settings?")
+                raise CheckpointError(
+                    f"Tensor {k!r} has shape {tuple(src.shape)} in the checkpoint but "
+                    f"{tuple(targets[k].shape)} in the model; was it saved with other settings?"
+                )
         with torch.no_grad():
             for k, src in state.items():
                 dst = targets[k]
@@ -354,11 +372,20 @@ class DeltaBase:
         return fingerprint_model(self.backbone_model)
 
     # ----- checkpoints (implemented in `persistence`) --------------------------------------
-    def save_finetuned(self, save_directory: str | os.PathLike, *, format: str = "opendelta",
-                       push_to_hub: bool = False, repo_id: str | None = None, private: bool | None = None,
-                       token: str | bool | None = None, commit_message: str | None = None,
-                       card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
-                       overwrite_card: bool = False) -> Path:
+    def save_finetuned(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        format: str = "opendelta",
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+        card_data: dict[str, Any] | None = None,
+        results: dict[str, Any] | None = None,
+        overwrite_card: bool = False,
+    ) -> Path:
         """Save the delta into `save_directory`, atomically, with a model card; optionally push it to the Hub.
 
         format: "opendelta" writes config.json, delta_model.safetensors and fingerprint.json; "peft" writes a
@@ -371,26 +398,54 @@ class DeltaBase:
         name, in your namespace), created if needed (`private`). Returns the folder.
         """
         return provider("save_delta")(
-            self, save_directory, format=format, push_to_hub=push_to_hub, repo_id=repo_id, private=private,
-            token=token, commit_message=commit_message, card_data=card_data, results=results,
-            overwrite_card=overwrite_card)
+            self,
+            save_directory,
+            format=format,
+            push_to_hub=push_to_hub,
+            repo_id=repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            card_data=card_data,
+            results=results,
+            overwrite_card=overwrite_card,
+        )
 
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
-                    commit_message: str | None = None, format: str = "opendelta",
-                    card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
-                    revision: str | None = None, create_pr: bool = False) -> Any:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        commit_message: str | None = None,
+        format: str = "opendelta",
+        card_data: dict[str, Any] | None = None,
+        results: dict[str, Any] | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
         """Save the delta (with a freshly generated model card) and upload it to the Hub repo `repo_id`.
 
         The repo is created if needed. To publish a hand-written README.md, put it in a folder, call
         `save_finetuned(folder, push_to_hub=True, repo_id=...)` instead. Returns huggingface_hub's CommitInfo.
         """
         return provider("push_delta")(
-            self, repo_id, private=private, token=token, commit_message=commit_message, format=format,
-            card_data=card_data, results=results, revision=revision, create_pr=create_pr)
+            self,
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            format=format,
+            card_data=card_data,
+            results=results,
+            revision=revision,
+            create_pr=create_pr,
+        )
 
     @classmethod
-    def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module,
-                       check_hash: bool = True, **kwargs: Any) -> "DeltaBase":
+    def from_finetuned(
+        cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module, check_hash: bool = True, **kwargs: Any
+    ) -> DeltaBase:
         """Attach a saved delta to `backbone_model`, load its weights and verify the model fingerprint.
 
         finetuned_delta_path: a checkpoint folder (ours, OpenDelta 0.3, or a PEFT adapter) or a Hub repo id
@@ -403,8 +458,10 @@ class DeltaBase:
 
     def __repr__(self) -> str:
         state = "merged" if self._merged else ("attached" if self._attached else "detached")
-        return (f"{type(self).__name__}({state}, {len(self.sites)} module(s), "
-                f"{self.num_delta_parameters()} delta parameters, config={self.config!r})")
+        return (
+            f"{type(self).__name__}({state}, {len(self.sites)} module(s), "
+            f"{self.num_delta_parameters()} delta parameters, config={self.config!r})"
+        )
 
 
 def _owned_by(param_name: str, pattern: str) -> bool:

@@ -15,8 +15,9 @@ from .errors import DeltaConfigError
 from .providers import provider
 
 # Keys the library writes itself or that older OpenDelta versions wrote; accepted on load, not user settings.
-_BOOKKEEPING_KEYS = frozenset({"delta_type", "opendelta_version", "transformers_version", "torch_version",
-                               "format_version"})
+_BOOKKEEPING_KEYS = frozenset(
+    {"delta_type", "opendelta_version", "transformers_version", "torch_version", "format_version"}
+)
 
 
 def _type_name(tp: Any) -> str:
@@ -89,7 +90,8 @@ class DeltaConfig:
             if not _conforms(value, hints[f.name]):
                 raise DeltaConfigError(
                     f"{self._kind()}: `{f.name}` must be {_type_name(hints[f.name])}, got {value!r} "
-                    f"({type(value).__name__}).")
+                    f"({type(value).__name__})."
+                )
         self._validate()
 
     # ----- validation helpers -------------------------------------------------------------
@@ -99,8 +101,7 @@ class DeltaConfig:
 
     def _require(self, ok: bool, key: str, expected: str) -> None:
         if not ok:
-            raise DeltaConfigError(
-                f"{self._kind()}: invalid `{key}`={getattr(self, key)!r}; expected {expected}.")
+            raise DeltaConfigError(f"{self._kind()}: invalid `{key}`={getattr(self, key)!r}; expected {expected}.")
 
     def _validate(self) -> None:
         for key in ("modified_modules", "exclude_modules", "unfrozen_modules"):
@@ -113,7 +114,7 @@ class DeltaConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "DeltaConfig":
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DeltaConfig:
         """Build a config from a dict (and keyword overrides). Unknown keys are an error, not ignored."""
         if not isinstance(config_dict, dict):
             raise DeltaConfigError(f"{cls._kind()}: expected a dict, got {type(config_dict).__name__}.")
@@ -122,7 +123,8 @@ class DeltaConfig:
         if cls.delta_type and given_type is not None and given_type != cls.delta_type:
             raise DeltaConfigError(
                 f"{cls.__name__} is for delta_type={cls.delta_type!r}, but the dict says {given_type!r}; "
-                f"use AutoDeltaConfig.from_dict to pick the class from `delta_type`.")
+                f"use AutoDeltaConfig.from_dict to pick the class from `delta_type`."
+            )
         names = cls.field_names()
         unknown = [k for k in merged if k not in names and k not in _BOOKKEEPING_KEYS]
         if unknown:
@@ -130,8 +132,7 @@ class DeltaConfig:
             for k in unknown:
                 close = difflib.get_close_matches(k, names, n=1)
                 hints.append(f"`{k}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
-            raise DeltaConfigError(
-                f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}.")
+            raise DeltaConfigError(f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}.")
         return cls(**{k: v for k, v in merged.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,13 +151,13 @@ class DeltaConfig:
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
-    def replace(self, **changes: Any) -> "DeltaConfig":
+    def replace(self, **changes: Any) -> DeltaConfig:
         """A validated copy with some fields changed."""
         return type(self).from_dict({**self.to_dict(), **changes})
 
     # ----- files ----------------------------------------------------------------------------
     @classmethod
-    def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> "DeltaConfig":
+    def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> DeltaConfig:
         """The config of a checkpoint folder (ours, OpenDelta 0.3 or PEFT) or Hub repo id `Org/name`.
 
         kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;

@@ -29,7 +29,7 @@ class Fingerprint:
     tensors: dict[str, str]  # parameter name -> "dtype:shape:digest"
     algorithm: str = ALGORITHM
 
-    def diff(self, other: "Fingerprint") -> str:
+    def diff(self, other: Fingerprint) -> str:
         """A human-readable description of the first difference between two fingerprints."""
         if self.algorithm != other.algorithm:
             return f"they were made with different algorithms ({self.algorithm} vs {other.algorithm})"
@@ -71,7 +71,7 @@ def tensor_digest(t: torch.Tensor) -> str:
     h = xxhash.xxh3_128()
     buf = _tensor_bytes(t)
     for start in range(0, len(buf), _CHUNK_BYTES):
-        h.update(buf[start:start + _CHUNK_BYTES])
+        h.update(buf[start : start + _CHUNK_BYTES])
     dtype = str(t.dtype).removeprefix("torch.")
     shape = "x".join(str(s) for s in t.shape)
     return f"{dtype}:{shape}:{h.hexdigest()}"

@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from ._logging import logger
 from .errors import CheckpointError
@@ -76,23 +77,31 @@ def validate_repo_id(repo_id: str, *, namespace_required: bool = True) -> str:
     if problem:
         raise CheckpointError(
             f"{repo_id!r} is not an existing folder, and not a valid Hub repo id: {problem}. Pass the path of "
-            f"a checkpoint folder that exists, or a repo id such as 'DeltaHub/lora_t5-base_sst2'.")
+            f"a checkpoint folder that exists, or a repo id such as 'DeltaHub/lora_t5-base_sst2'."
+        )
     return repo_id
 
 
 def validate_revision(revision: str) -> str:
     """Return `revision` (a branch, tag or commit hash) if it cannot escape the cache, else raise."""
-    if (not isinstance(revision, str) or not _REVISION.fullmatch(revision) or ".." in revision
-            or "//" in revision or revision.endswith("/")):
+    if (
+        not isinstance(revision, str)
+        or not _REVISION.fullmatch(revision)
+        or ".." in revision
+        or "//" in revision
+        or revision.endswith("/")
+    ):
         raise CheckpointError(
             f"Invalid revision {revision!r}: use a branch or tag name (letters, digits, '.', '_', '-', '/', no "
-            f"'..') or a commit hash.")
+            f"'..') or a commit hash."
+        )
     return revision
 
 
 # ----- resolution -----------------------------------------------------------------------------
-def resolve_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOptions(),
-                       patterns: Iterable[str] | None = None) -> tuple[Path, str]:
+def resolve_checkpoint(
+    path_or_id: str | os.PathLike, options: HubOptions = HubOptions(), patterns: Iterable[str] | None = None
+) -> tuple[Path, str]:
     """A local folder holding the checkpoint, and a description of where it came from (for messages).
 
     `patterns` limits what is fetched from the Hub (glob patterns of file names); None fetches every file.
@@ -114,8 +123,13 @@ def resolve_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubO
 def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None) -> Path:
     import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     from .version import __version__
 
@@ -124,32 +138,43 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
     cache = options.cache_dir or constants.HF_HUB_CACHE
     try:
         folder = huggingface_hub.snapshot_download(
-            repo_id, revision=options.revision, cache_dir=options.cache_dir, force_download=options.force_download,
-            local_files_only=options.local_files_only or offline, token=options.token,
+            repo_id,
+            revision=options.revision,
+            cache_dir=options.cache_dir,
+            force_download=options.force_download,
+            local_files_only=options.local_files_only or offline,
+            token=options.token,
             allow_patterns=list(patterns) if patterns is not None else None,
-            library_name="opendelta", library_version=__version__)
+            library_name="opendelta",
+            library_version=__version__,
+        )
     except GatedRepoError:
         raise CheckpointError(
             f"Hub repo {repo_id!r} is gated: accept its conditions on huggingface.co, then pass `token=` (or run "
-            f"`hf auth login`).") from None
+            f"`hf auth login`)."
+        ) from None
     except RepositoryNotFoundError:
         raise CheckpointError(
             f"Hub repo {repo_id!r} does not exist, or it is private and no valid token was sent. Check the "
-            f"spelling; for a private repo pass `token=` (or run `hf auth login`).") from None
+            f"spelling; for a private repo pass `token=` (or run `hf auth login`)."
+        ) from None
     except RevisionNotFoundError:
         raise CheckpointError(
             f"Hub repo {repo_id!r} exists but has no revision {revision!r}; pass an existing branch, tag or "
-            f"commit hash as `revision=`.") from None
+            f"commit hash as `revision=`."
+        ) from None
     except LocalEntryNotFoundError as exc:
         if offline or options.local_files_only:
             why = "HF_HUB_OFFLINE=1 is set" if offline else "local_files_only=True was passed"
             raise CheckpointError(
                 f"Hub repo {repo_id!r} (revision {revision!r}) is not in the cache at {str(cache)!r} and {why}, "
                 f"so it cannot be downloaded. Download it once with network access (or point `cache_dir=` at the "
-                f"cache that holds it), or pass a local folder.") from None
+                f"cache that holds it), or pass a local folder."
+            ) from None
         raise CheckpointError(
             f"Could not reach the Hub to fetch {repo_id!r} and it is not in the cache at {str(cache)!r}: "
-            f"{exc}. Check the network connection, or pass a local folder.") from None
+            f"{exc}. Check the network connection, or pass a local folder."
+        ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise CheckpointError(f"Could not fetch Hub repo {repo_id!r}: {type(exc).__name__}: {exc}.") from None
     logger.info("resolved %s (revision %s) to %s", repo_id, revision, folder)

@@ -36,9 +36,20 @@ def inspect(model: nn.Module | DeltaBase, log: bool = True) -> ModelStats:
     return stats
 
 
-_ST_DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2),
-              "F8_E4M3": ("float8_e4m3fn", 1), "F8_E5M2": ("float8_e5m2", 1), "I64": ("int64", 8),
-              "I32": ("int32", 4), "I16": ("int16", 2), "I8": ("int8", 1), "U8": ("uint8", 1), "BOOL": ("bool", 1)}
+_ST_DTYPES = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+}
 
 
 @dataclass
@@ -110,15 +121,20 @@ def inspect_checkpoint(path_or_id: str | os.PathLike) -> CheckpointInfo:
     found = open_checkpoint(path_or_id)
     weights = [f for f in CHECKPOINT_FILES if f.endswith((".safetensors", ".bin")) and (found.folder / f).is_file()]
     if not weights:
-        raise CheckpointError(f"No weights in {found.source}: expected one of "
-                              f"{', '.join(f for f in CHECKPOINT_FILES if f.endswith(('.safetensors', '.bin')))}.")
+        raise CheckpointError(
+            f"No weights in {found.source}: expected one of "
+            f"{', '.join(f for f in CHECKPOINT_FILES if f.endswith(('.safetensors', '.bin')))}."
+        )
     path = found.folder / weights[0]
     if path.suffix == ".safetensors":
         tensors = _safetensors_index(path)
     else:
-        tensors = [TensorInfo(k, tuple(v.shape), dtype_name(v.dtype), v.numel() * v.element_size())
-                   for k, v in io.load_legacy_bin(path).items()]
+        tensors = [
+            TensorInfo(k, tuple(v.shape), dtype_name(v.dtype), v.numel() * v.element_size())
+            for k, v in io.load_legacy_bin(path).items()
+        ]
     fp = found.fingerprint()
     recorded = len(fp.get("tensors", {})) if isinstance(fp, dict) else None
-    return CheckpointInfo(found.source, found.format, found.config, path.name,
-                          sorted(tensors, key=lambda t: t.name), recorded)
+    return CheckpointInfo(
+        found.source, found.format, found.config, path.name, sorted(tensors, key=lambda t: t.name), recorded
+    )

@@ -7,8 +7,9 @@ when OpenDelta 0.3 stored it differently; `formats/peft.py` and `formats/legacy.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,9 +34,9 @@ class PeftMapping:
 
     peft_type: str
     read_config: Callable[[dict[str, Any]], dict[str, Any]]
-    write_config: Callable[["DeltaBase", "DeltaConfig"], dict[str, Any]]
-    read_tensor: Callable[[str, torch.Tensor], "tuple[str, torch.Tensor] | None"]
-    write_tensor: Callable[["Site", str, str, torch.Tensor], dict[str, torch.Tensor]]
+    write_config: Callable[[DeltaBase, DeltaConfig], dict[str, Any]]
+    read_tensor: Callable[[str, torch.Tensor], tuple[str, torch.Tensor] | None]
+    write_tensor: Callable[[Site, str, str, torch.Tensor], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -53,8 +54,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
-def write_folder(target: str | os.PathLike, write: Callable[[Path], None], *,
-                 keep: Callable[[Path], bool] = lambda entry: True) -> Path:
+def write_folder(
+    target: str | os.PathLike, write: Callable[[Path], None], *, keep: Callable[[Path], bool] = lambda entry: True
+) -> Path:
     """Create or replace the folder `target` atomically.
 
     `write(tmp_dir)` fills a temporary folder next to the target; only when it returns is the folder
@@ -122,7 +124,8 @@ def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     if legacy.is_file():
         return load_legacy_bin(legacy)
     raise CheckpointError(
-        f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME}).")
+        f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME})."
+    )
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -139,7 +142,8 @@ def load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"Refusing to load {str(path)!r}: it is not a plain tensor file ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}). Only tensors are read; pickled code is never "
-            f"executed.") from None
+            f"executed."
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{str(path)!r} does not hold a name -> tensor mapping.")
     return state

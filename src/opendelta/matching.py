@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import Collection, Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 
 from torch import nn
 
@@ -35,7 +35,7 @@ def _compile(pattern: str) -> re.Pattern[str] | None:
     if not pattern.startswith(REGEX_PREFIX):
         return None
     try:
-        return re.compile(pattern[len(REGEX_PREFIX):])
+        return re.compile(pattern[len(REGEX_PREFIX) :])
     except re.error as exc:
         raise ModuleMatchError(f"Invalid regular expression {pattern!r}: {exc}.") from None
 
@@ -55,14 +55,23 @@ def named_backbone_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         prefix, module = stack.pop()
         if prefix:
             yield prefix, module
-        children = [(f"{prefix}.{n}" if prefix else n, c) for n, c in module._modules.items()
-                    if c is not None and not is_delta_layer(c)]
+        children = [
+            (f"{prefix}.{n}" if prefix else n, c)
+            for n, c in module._modules.items()
+            if c is not None and not is_delta_layer(c)
+        ]
         stack.extend(reversed(children))
 
 
-def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[str] | None = None,
-                 *, what: str = "modified_modules", aliases: Mapping[str, str] | None = None,
-                 common: Collection[str] = ()) -> list[tuple[str, nn.Module]]:
+def find_modules(
+    model: nn.Module,
+    patterns: Iterable[str],
+    exclude: Iterable[str] | None = None,
+    *,
+    what: str = "modified_modules",
+    aliases: Mapping[str, str] | None = None,
+    common: Collection[str] = (),
+) -> list[tuple[str, nn.Module]]:
     """All modules addressed by `patterns` minus those addressed by `exclude`, in model order.
 
     `aliases` maps raw module names to common-structure names; the entries listed in `common` are matched
@@ -81,8 +90,11 @@ def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[st
     aliases = aliases or {}
     for name, module in modules:
         alias = aliases.get(name)
-        matched = [p for p, rx in compiled if (alias is not None and name_matches(alias, p, rx) if p in common
-                                               else name_matches(name, p, rx))]
+        matched = [
+            p
+            for p, rx in compiled
+            if (alias is not None and name_matches(alias, p, rx) if p in common else name_matches(name, p, rx))
+        ]
         if not matched:
             continue
         for p in matched:
@@ -98,7 +110,8 @@ def find_modules(model: nn.Module, patterns: Iterable[str], exclude: Iterable[st
     if not found:
         raise ModuleMatchError(
             f"Every module matched by `{what}`={patterns} is removed by exclude_modules={exclude}; "
-            f"nothing would be modified.")
+            f"nothing would be modified."
+        )
     return found
 
 
@@ -116,11 +129,13 @@ def _no_match_message(missing: list[str], names: list[str], what: str) -> str:
     candidates = [s for s in suffixes(names) if not s.isdigit()]
     lines = [f"No module of the backbone matches {', '.join(repr(m) for m in missing)} in `{what}`."]
     for m in missing:
-        key = m[len(REGEX_PREFIX):] if m.startswith(REGEX_PREFIX) else m
+        key = m[len(REGEX_PREFIX) :] if m.startswith(REGEX_PREFIX) else m
         close = difflib.get_close_matches(key, candidates, n=5, cutoff=0.4)
         if close:
             lines.append(f"  closest to {m!r}: {', '.join(close)}")
     examples = [n for n in names if n.count(".") <= 4][:12]
-    lines.append("  entries match a whole dotted suffix of a module name, or use '[r]<regex>'; "
-                 f"module names look like: {', '.join(examples)}")
+    lines.append(
+        "  entries match a whole dotted suffix of a module name, or use '[r]<regex>'; "
+        f"module names look like: {', '.join(examples)}"
+    )
     return "\n".join(lines)

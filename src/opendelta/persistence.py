@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,11 +38,20 @@ def backbone_identity(delta: DeltaBase) -> dict[str, Any]:
     return {"backbone_class": type(bb).__name__, "backbone_checkpoint_name": name or None}
 
 
-def save_delta(delta: DeltaBase, save_directory: str | os.PathLike, *, format: str = "opendelta",
-               push_to_hub: bool = False, repo_id: str | None = None, private: bool | None = None,
-               token: str | bool | None = None, commit_message: str | None = None,
-               card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
-               overwrite_card: bool = False) -> Path:
+def save_delta(
+    delta: DeltaBase,
+    save_directory: str | os.PathLike,
+    *,
+    format: str = "opendelta",
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+    card_data: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+    overwrite_card: bool = False,
+) -> Path:
     """`DeltaBase.save_finetuned` (see there)."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}.")
@@ -56,13 +66,17 @@ def save_delta(delta: DeltaBase, save_directory: str | os.PathLike, *, format: s
         write_files = _peft_writer(delta, config)
     else:
         config, write_files = _opendelta_writer(delta)
-    card = publishing.model_card(delta, config=config, repo_id=repo_id, format=format, card_data=card_data,
-                                 results=results)
+    card = publishing.model_card(
+        delta, config=config, repo_id=repo_id, format=format, card_data=card_data, results=results
+    )
     existing = Path(save_directory) / publishing.CARD_NAME
     keep_card = existing.is_file() and not overwrite_card and not publishing.is_generated_card(existing)
     if keep_card:
-        logger.info("kept the README.md already in %s (not written by OpenDelta); pass overwrite_card=True "
-                    "to replace it with a generated model card", save_directory)
+        logger.info(
+            "kept the README.md already in %s (not written by OpenDelta); pass overwrite_card=True "
+            "to replace it with a generated model card",
+            save_directory,
+        )
 
     def write(tmp: Path) -> None:
         write_files(tmp)
@@ -74,22 +88,26 @@ def save_delta(delta: DeltaBase, save_directory: str | os.PathLike, *, format: s
         delta.config = config
     logger.info("saved %s delta in %s format to %s", delta.delta_type, format, path)
     if push_to_hub:
-        publishing.push_folder(path, repo_id or path.name, private=private, token=token,
-                               commit_message=commit_message)
+        publishing.push_folder(path, repo_id or path.name, private=private, token=token, commit_message=commit_message)
     return path
 
 
 def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], None]]:
     fp = delta.fingerprint()
     config = delta.config.replace(**backbone_identity(delta), backbone_hash=fp.root, hash_algorithm=fp.algorithm)
-    meta = {"opendelta_version": __version__, "transformers_version": _transformers_version(),
-            "torch_version": torch.__version__.split("+")[0], "format_version": 1}
+    meta = {
+        "opendelta_version": __version__,
+        "transformers_version": _transformers_version(),
+        "torch_version": torch.__version__.split("+")[0],
+        "format_version": 1,
+    }
     state = delta.delta_state_dict()
 
     def write(tmp: Path) -> None:
         io.save_weights(state, tmp / io.WEIGHTS_NAME)
         (tmp / io.FINGERPRINT_NAME).write_text(
-            io.json_text({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8")
+            io.json_text({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8"
+        )
         (tmp / io.CONFIG_NAME).write_text(io.json_text({**config.to_dict(), **meta}), encoding="utf-8")
 
     return config, write
@@ -100,22 +118,49 @@ def _peft_writer(delta: DeltaBase, config: DeltaConfig) -> Callable[[Path], None
     return lambda tmp: peft.write(tmp, adapter_config, state)
 
 
-def push_delta(delta: DeltaBase, repo_id: str, *, private: bool | None = None, token: str | bool | None = None,
-               commit_message: str | None = None, format: str = "opendelta",
-               card_data: dict[str, Any] | None = None, results: dict[str, Any] | None = None,
-               revision: str | None = None, create_pr: bool = False) -> Any:
+def push_delta(
+    delta: DeltaBase,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+    format: str = "opendelta",
+    card_data: dict[str, Any] | None = None,
+    results: dict[str, Any] | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+) -> Any:
     """`DeltaBase.push_to_hub` (see there)."""
     validate_repo_id(repo_id, namespace_required=False)
     with tempfile.TemporaryDirectory(prefix="opendelta-push-") as tmp:
-        folder = save_delta(delta, Path(tmp) / repo_id.split("/")[-1], format=format, repo_id=repo_id,
-                            card_data=card_data, results=results)
-        return publishing.push_folder(folder, repo_id, private=private, token=token, commit_message=commit_message,
-                                      revision=revision, create_pr=create_pr)
+        folder = save_delta(
+            delta,
+            Path(tmp) / repo_id.split("/")[-1],
+            format=format,
+            repo_id=repo_id,
+            card_data=card_data,
+            results=results,
+        )
+        return publishing.push_folder(
+            folder,
+            repo_id,
+            private=private,
+            token=token,
+            commit_message=commit_message,
+            revision=revision,
+            create_pr=create_pr,
+        )
 
 
 # ----- loading -----------------------------------------------------------------------------------------
-def load_delta(cls: type[DeltaBase], path_or_id: str | os.PathLike, backbone_model: nn.Module, check_hash: bool,
-               kwargs: dict[str, Any]) -> DeltaBase:
+def load_delta(
+    cls: type[DeltaBase],
+    path_or_id: str | os.PathLike,
+    backbone_model: nn.Module,
+    check_hash: bool,
+    kwargs: dict[str, Any],
+) -> DeltaBase:
     """`DeltaBase.from_finetuned` / `AutoDeltaModel.from_finetuned`: the class comes from the checkpoint when
     `cls` is DeltaBase itself."""
     options, overrides = split_hub_options(kwargs)
@@ -123,13 +168,16 @@ def load_delta(cls: type[DeltaBase], path_or_id: str | os.PathLike, backbone_mod
     if cls is DeltaBase:
         cls = get_delta_class(checkpoint.delta_type)
     elif checkpoint.delta_type != cls.delta_type:
-        raise CheckpointError(f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
-                              f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned.")
+        raise CheckpointError(
+            f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
+            f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned."
+        )
     return _attach_checkpoint(cls, checkpoint, backbone_model, check_hash, overrides)
 
 
-def _attach_checkpoint(cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool,
-                       overrides: dict[str, Any]) -> DeltaBase:
+def _attach_checkpoint(
+    cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool, overrides: dict[str, Any]
+) -> DeltaBase:
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
     state = checkpoint.load_weights()
     delta = cls.from_config(config, backbone_model)
@@ -161,16 +209,23 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
         logger.warning("This checkpoint stores no model fingerprint; it cannot be verified.")
         return
     if cfg.hash_algorithm is None:
-        logger.warning("This is an OpenDelta 0.3 checkpoint: its backbone_hash (%s) is an md5 this version "
-                       "cannot recompute, so the backbone cannot be verified. Make sure it is %s (%s); "
-                       "save_finetuned() again to store a verifiable fingerprint, or pass check_hash=False "
-                       "to silence this.", expected, cfg.backbone_checkpoint_name or "the same model",
-                       cfg.backbone_class or "same class")
+        logger.warning(
+            "This is an OpenDelta 0.3 checkpoint: its backbone_hash (%s) is an md5 this version "
+            "cannot recompute, so the backbone cannot be verified. Make sure it is %s (%s); "
+            "save_finetuned() again to store a verifiable fingerprint, or pass check_hash=False "
+            "to silence this.",
+            expected,
+            cfg.backbone_checkpoint_name or "the same model",
+            cfg.backbone_class or "same class",
+        )
         return
     if cfg.hash_algorithm != ALGORITHM:
-        logger.warning("This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
-                       "verified by this version; pass check_hash=False to silence this.",
-                       expected, cfg.hash_algorithm)
+        logger.warning(
+            "This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
+            "verified by this version; pass check_hash=False to silence this.",
+            expected,
+            cfg.hash_algorithm,
+        )
         return
     now = delta.fingerprint()
     if now.root == expected:
@@ -182,7 +237,8 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
     raise HashMismatchError(
         f"The model after loading does not match the one the delta was trained with: {detail}. "
         f"Check that the backbone ({cfg.backbone_class}, {cfg.backbone_checkpoint_name}) "
-        f"is the same checkpoint, dtype and version; pass check_hash=False to load anyway.")
+        f"is the same checkpoint, dtype and version; pass check_hash=False to load anyway."
+    )
 
 
 def _transformers_version() -> str | None:

@@ -8,7 +8,8 @@ module imports upward. `import opendelta` (which any `import opendelta.x` runs f
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _PROVIDERS: dict[str, Callable[..., Any]] = {}
 
@@ -24,5 +25,6 @@ def provider(name: str) -> Callable[..., Any]:
     try:
         return _PROVIDERS[name]
     except KeyError:
-        raise RuntimeError(f"No implementation of {name!r} is registered; import opendelta (the package) "
-                           f"before using it.") from None
+        raise RuntimeError(
+            f"No implementation of {name!r} is registered; import opendelta (the package) before using it."
+        ) from None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ._logging import logger
 from .base import DeltaBase
@@ -17,9 +18,16 @@ CARD_MARKER = "<!-- opendelta:model-card -->"
 
 
 # ----- publishing -----------------------------------------------------------------------------
-def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None = None,
-                token: str | bool | None = None, commit_message: str | None = None,
-                revision: str | None = None, create_pr: bool = False) -> Any:
+def push_folder(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    commit_message: str | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+) -> Any:
     """Create `repo_id` on the Hub if needed (a bare name goes to your namespace) and upload `folder`.
 
     Returns huggingface_hub's CommitInfo (its `.commit_url` links to the commit).
@@ -32,9 +40,14 @@ def push_folder(folder: str | os.PathLike, repo_id: str, *, private: bool | None
     api = HfApi(token=token)
     url = api.create_repo(repo_id=repo_id, private=private, repo_type="model", exist_ok=True)
     target = getattr(url, "repo_id", None) or repo_id
-    info = api.upload_folder(repo_id=target, folder_path=str(folder), repo_type="model", revision=revision,
-                             commit_message=commit_message or "Upload delta checkpoint with OpenDelta",
-                             create_pr=create_pr)
+    info = api.upload_folder(
+        repo_id=target,
+        folder_path=str(folder),
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or "Upload delta checkpoint with OpenDelta",
+        create_pr=create_pr,
+    )
     logger.info("pushed %s to the Hub repo %s: %s", folder, target, getattr(info, "commit_url", info))
     return info
 
@@ -49,9 +62,15 @@ def is_generated_card(path: str | os.PathLike) -> bool:
         return False
 
 
-def model_card(delta: DeltaBase, *, config: DeltaConfig | None = None, repo_id: str | None = None,
-               format: str = "opendelta", card_data: Mapping[str, Any] | None = None,
-               results: Mapping[str, Any] | None = None) -> str:
+def model_card(
+    delta: DeltaBase,
+    *,
+    config: DeltaConfig | None = None,
+    repo_id: str | None = None,
+    format: str = "opendelta",
+    card_data: Mapping[str, Any] | None = None,
+    results: Mapping[str, Any] | None = None,
+) -> str:
     """The README.md text of a shared delta: Hub front matter, how to load it, parameter counts, results.
 
     config: the config being saved (default: the delta's). card_data: extra front-matter fields (e.g.
@@ -67,21 +86,46 @@ def model_card(delta: DeltaBase, *, config: DeltaConfig | None = None, repo_id: 
     tags += [t for t in data.pop("tags", []) if t not in tags]
     library = "peft" if format == "peft" else "opendelta"
     yaml = ModelCardData(library_name=library, base_model=base, tags=tags, **data).to_yaml()
-    total, trainable, n_delta = (delta.num_total_parameters(), delta.num_trainable_parameters(),
-                                 delta.num_delta_parameters())
+    total, trainable, n_delta = (
+        delta.num_total_parameters(),
+        delta.num_trainable_parameters(),
+        delta.num_delta_parameters(),
+    )
     where = repo_id or "path/to/this/folder"
-    body = ["---", yaml.strip(), "---", CARD_MARKER, "",
-            f"# {repo_id.split('/')[-1] if repo_id else f'{delta.delta_type} delta'}", "",
-            f"A `{delta.delta_type}` delta (parameter-efficient fine-tuning) for "
-            f"`{base or cfg.backbone_class or 'its backbone model'}`, saved with "
-            f"OpenDelta. It modifies {len(delta.sites)} module(s), e.g. "
-            f"`{delta.modified_module_names[0] if delta.sites else '-'}`.", "",
-            "## Usage", "", "```python", *_usage(cfg.backbone_class, base, where, format), "```", "",
-            "## Parameters", "", "| | count | share of the model |", "|---|---:|---:|",
-            f"| delta parameters | {n_delta:,} | {_share(n_delta, total)} |",
-            f"| trainable parameters | {trainable:,} | {_share(trainable, total)} |",
-            f"| whole model (backbone + delta) | {total:,} | 100% |", "",
-            "## Configuration", "", "```json", cfg.to_json(), "```", ""]
+    body = [
+        "---",
+        yaml.strip(),
+        "---",
+        CARD_MARKER,
+        "",
+        f"# {repo_id.split('/')[-1] if repo_id else f'{delta.delta_type} delta'}",
+        "",
+        f"A `{delta.delta_type}` delta (parameter-efficient fine-tuning) for "
+        f"`{base or cfg.backbone_class or 'its backbone model'}`, saved with "
+        f"OpenDelta. It modifies {len(delta.sites)} module(s), e.g. "
+        f"`{delta.modified_module_names[0] if delta.sites else '-'}`.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        *_usage(cfg.backbone_class, base, where, format),
+        "```",
+        "",
+        "## Parameters",
+        "",
+        "| | count | share of the model |",
+        "|---|---:|---:|",
+        f"| delta parameters | {n_delta:,} | {_share(n_delta, total)} |",
+        f"| trainable parameters | {trainable:,} | {_share(trainable, total)} |",
+        f"| whole model (backbone + delta) | {total:,} | 100% |",
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        cfg.to_json(),
+        "```",
+        "",
+    ]
     if results:
         body += ["## Results", "", "| metric | value |", "|---|---|"]
         body += [f"| {name} | {_fmt(value)} |" for name, value in results.items()] + [""]
@@ -93,12 +137,20 @@ def _usage(backbone_class: str | None, base: str | None, where: str, format: str
     name = base or "<the base model>"
     lines = [f"from transformers import {cls}"]
     if format == "peft":
-        return lines + ["from peft import PeftModel", "", f"backbone = {cls}.from_pretrained({name!r})",
-                        f"model = PeftModel.from_pretrained(backbone, {where!r})",
-                        "# or with OpenDelta: AutoDeltaModel.from_finetuned(" f"{where!r}, backbone_model=backbone)"]
-    return lines + ["from opendelta import AutoDeltaModel", "", f"backbone = {cls}.from_pretrained({name!r})",
-                    f"delta = AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
-                    "# `backbone` now carries the delta; use it as usual"]
+        return lines + [
+            "from peft import PeftModel",
+            "",
+            f"backbone = {cls}.from_pretrained({name!r})",
+            f"model = PeftModel.from_pretrained(backbone, {where!r})",
+            f"# or with OpenDelta: AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
+        ]
+    return lines + [
+        "from opendelta import AutoDeltaModel",
+        "",
+        f"backbone = {cls}.from_pretrained({name!r})",
+        f"delta = AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
+        "# `backbone` now carries the delta; use it as usual",
+    ]
 
 
 def _share(part: int, total: int) -> str:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import DeltaConfigError
 
@@ -33,12 +34,12 @@ def registered_delta_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def registered_delta_classes() -> list["type[DeltaBase]"]:
+def registered_delta_classes() -> list[type[DeltaBase]]:
     """The registered delta classes, in name order."""
     return [_REGISTRY[name] for name in sorted(_REGISTRY)]
 
 
-def get_delta_class(delta_type: Any) -> "type[DeltaBase]":
+def get_delta_class(delta_type: Any) -> type[DeltaBase]:
     """The class registered as `delta_type`, or a DeltaConfigError listing the registered ones."""
     if not isinstance(delta_type, str) or delta_type not in _REGISTRY:
         known = sorted(_REGISTRY)

@@ -3,8 +3,9 @@ registers or removes hooks on the backbone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,11 +63,12 @@ class Site:
 
     # -- used by DeltaBase -------------------------------------------------------------------
     def activate(self, hooks: bool = True) -> None:
-        for attr, layer in self.layers.items():
+        for attr in self.layers:
             if attr in self.module._modules or hasattr(self.module, attr):
                 raise DeltaStateError(
                     f"Module {self.name!r} already has an attribute {attr!r}; another delta of the same "
-                    f"type is probably attached there. Detach it first.")
+                    f"type is probably attached there. Detach it first."
+                )
         for attr, layer in self.layers.items():
             self.module.add_module(attr, layer)
         if hooks:

@@ -5,8 +5,9 @@ accelerator memory. The one place that counts parameters (`count_parameters`, `m
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,16 +71,22 @@ class ModelStats:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out.update(frozen=self.frozen, trainable_ratio=self.trainable_ratio, delta_ratio=self.delta_ratio,
-                   parameter_bytes=self.parameter_bytes)
+        out.update(
+            frozen=self.frozen,
+            trainable_ratio=self.trainable_ratio,
+            delta_ratio=self.delta_ratio,
+            parameter_bytes=self.parameter_bytes,
+        )
         return out
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
 
     def counts_line(self) -> str:
-        return (f"total {self.total:,} · trainable {self.trainable:,} ({percent(self.trainable_ratio)}) · "
-                f"delta {self.delta:,} ({percent(self.delta_ratio)})")
+        return (
+            f"total {self.total:,} · trainable {self.trainable:,} ({percent(self.trainable_ratio)}) · "
+            f"delta {self.delta:,} ({percent(self.delta_ratio)})"
+        )
 
     def memory_line(self) -> str:
         parts = [f"{dt} {human_bytes(b)}" for dt, b in sorted(self.memory_by_dtype.items())]

@@ -21,8 +21,9 @@ Names are matched with the usual suffix / "[r]regex" rules, so "attn.q" addresse
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -56,88 +57,153 @@ class Family:
 
 def _attn(kind: str, module: str, q: str, k: str, v: str, proj: str, norm: str) -> dict[str, Raw]:
     """The entries of one attention sub-block; q/k/v/proj are relative to `module`, the rest to the block."""
-    return {kind: module, f"{kind}.q": f"{module}.{q}", f"{kind}.k": f"{module}.{k}",
-            f"{kind}.v": f"{module}.{v}", f"{kind}.proj": f"{module}.{proj}", f"{kind}.layer_norm": norm}
+    return {
+        kind: module,
+        f"{kind}.q": f"{module}.{q}",
+        f"{kind}.k": f"{module}.{k}",
+        f"{kind}.v": f"{module}.{v}",
+        f"{kind}.proj": f"{module}.{proj}",
+        f"{kind}.layer_norm": norm,
+    }
 
 
 # ----- the maps (names checked against transformers 5.x modeling code) -----------------------------------
+
 
 def _t5_block(ff: str, cross: bool) -> dict[str, Raw]:
     out = _attn("attn", "layer.0.SelfAttention", "q", "k", "v", "o", "layer.0.layer_norm")
     if cross:
         out |= _attn("crossattn", "layer.1.EncDecAttention", "q", "k", "v", "o", "layer.1.layer_norm")
     dense = f"{ff}.DenseReluDense"
-    out |= {"ff": dense, "ff.w1": (f"{dense}.wi", f"{dense}.wi_0"), "ff.w3": f"{dense}.wi_1",
-            "ff.w2": f"{dense}.wo", "ff.layer_norm": f"{ff}.layer_norm"}
+    out |= {
+        "ff": dense,
+        "ff.w1": (f"{dense}.wi", f"{dense}.wi_0"),
+        "ff.w3": f"{dense}.wi_1",
+        "ff.w2": f"{dense}.wo",
+        "ff.layer_norm": f"{ff}.layer_norm",
+    }
     return out
 
 
 T5 = Family(
-    "t5", ("T5Model", "T5ForConditionalGeneration", "T5EncoderModel",
-           "MT5Model", "MT5ForConditionalGeneration", "MT5EncoderModel"),
-    top={"encoder": "encoder", "encoder.embeddings": "encoder.embed_tokens",
-         "encoder.layer_norm": "encoder.final_layer_norm", "decoder": "decoder",
-         "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.final_layer_norm"},
-    stacks={"encoder": ("encoder.block", _t5_block("layer.1", cross=False)),
-            "decoder": ("decoder.block", _t5_block("layer.2", cross=True))},
+    "t5",
+    (
+        "T5Model",
+        "T5ForConditionalGeneration",
+        "T5EncoderModel",
+        "MT5Model",
+        "MT5ForConditionalGeneration",
+        "MT5EncoderModel",
+    ),
+    top={
+        "encoder": "encoder",
+        "encoder.embeddings": "encoder.embed_tokens",
+        "encoder.layer_norm": "encoder.final_layer_norm",
+        "decoder": "decoder",
+        "decoder.embeddings": "decoder.embed_tokens",
+        "decoder.layer_norm": "decoder.final_layer_norm",
+    },
+    stacks={
+        "encoder": ("encoder.block", _t5_block("layer.1", cross=False)),
+        "decoder": ("decoder.block", _t5_block("layer.2", cross=True)),
+    },
 )
 
 
 def _bart_block(cross: bool) -> dict[str, Raw]:
     out = _attn("attn", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj", "self_attn_layer_norm")
     if cross:
-        out |= _attn("crossattn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj",
-                     "encoder_attn_layer_norm")
+        out |= _attn("crossattn", "encoder_attn", "q_proj", "k_proj", "v_proj", "out_proj", "encoder_attn_layer_norm")
     return out | {"ff.w1": "fc1", "ff.w2": "fc2", "ff.layer_norm": "final_layer_norm"}
 
 
 BART = Family(
-    "bart", ("BartModel", "MBartModel"),
-    top={"encoder": "encoder", "encoder.embeddings": "encoder.embed_tokens", "encoder.layer_norm": "encoder.layer_norm",
-         "decoder": "decoder", "decoder.embeddings": "decoder.embed_tokens", "decoder.layer_norm": "decoder.layer_norm"},
-    stacks={"encoder": ("encoder.layers", _bart_block(cross=False)),
-            "decoder": ("decoder.layers", _bart_block(cross=True))},
+    "bart",
+    ("BartModel", "MBartModel"),
+    top={
+        "encoder": "encoder",
+        "encoder.embeddings": "encoder.embed_tokens",
+        "encoder.layer_norm": "encoder.layer_norm",
+        "decoder": "decoder",
+        "decoder.embeddings": "decoder.embed_tokens",
+        "decoder.layer_norm": "decoder.layer_norm",
+    },
+    stacks={
+        "encoder": ("encoder.layers", _bart_block(cross=False)),
+        "decoder": ("decoder.layers", _bart_block(cross=True)),
+    },
 )
 
 
 def _bert_block(q: str = "query", k: str = "key", v: str = "value") -> dict[str, Raw]:
-    out = _attn("attn", "attention", f"self.{q}", f"self.{k}", f"self.{v}", "output.dense",
-                "attention.output.LayerNorm")
-    return out | {"attn.core": "attention.self", "ff.w1": "intermediate.dense", "ff.w2": "output.dense",
-                  "ff.layer_norm": "output.LayerNorm"}
+    out = _attn(
+        "attn", "attention", f"self.{q}", f"self.{k}", f"self.{v}", "output.dense", "attention.output.LayerNorm"
+    )
+    return out | {
+        "attn.core": "attention.self",
+        "ff.w1": "intermediate.dense",
+        "ff.w2": "output.dense",
+        "ff.layer_norm": "output.LayerNorm",
+    }
 
 
 BERT = Family(
-    "bert", ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"),
+    "bert",
+    ("BertModel", "RobertaModel", "XLMRobertaModel", "ElectraModel"),
     top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block())},
 )
 
 DEBERTA_V2 = Family(
-    "deberta-v2", ("DebertaV2Model",),
+    "deberta-v2",
+    ("DebertaV2Model",),
     top={"embeddings": "embeddings.word_embeddings", "encoder": "encoder"},
     stacks={"encoder": ("encoder.layer", _bert_block("query_proj", "key_proj", "value_proj"))},
 )
 
 DISTILBERT = Family(
-    "distilbert", ("DistilBertModel",),
+    "distilbert",
+    ("DistilBertModel",),
     top={"embeddings": "embeddings.word_embeddings", "encoder": "transformer"},
-    stacks={"encoder": ("transformer.layer", {
-        **_attn("attn", "attention", "q_lin", "k_lin", "v_lin", "out_lin", "sa_layer_norm"),
-        "ff": "ffn", "ff.w1": "ffn.lin1", "ff.w2": "ffn.lin2", "ff.layer_norm": "output_layer_norm"})},
+    stacks={
+        "encoder": (
+            "transformer.layer",
+            {
+                **_attn("attn", "attention", "q_lin", "k_lin", "v_lin", "out_lin", "sa_layer_norm"),
+                "ff": "ffn",
+                "ff.w1": "ffn.lin1",
+                "ff.w2": "ffn.lin2",
+                "ff.layer_norm": "output_layer_norm",
+            },
+        )
+    },
 )
 
 GPT2 = Family(
-    "gpt2", ("GPT2Model",),
+    "gpt2",
+    ("GPT2Model",),
     top={"embeddings": "wte", "decoder": "", "decoder.layer_norm": "ln_f"},
-    stacks={"decoder": ("h", {
-        "attn": "attn", "attn.qkv": "attn.c_attn", "attn.proj": "attn.c_proj", "attn.layer_norm": "ln_1",
-        "ff": "mlp", "ff.w1": "mlp.c_fc", "ff.w2": "mlp.c_proj", "ff.layer_norm": "ln_2"})},
+    stacks={
+        "decoder": (
+            "h",
+            {
+                "attn": "attn",
+                "attn.qkv": "attn.c_attn",
+                "attn.proj": "attn.c_proj",
+                "attn.layer_norm": "ln_1",
+                "ff": "mlp",
+                "ff.w1": "mlp.c_fc",
+                "ff.w2": "mlp.c_proj",
+                "ff.layer_norm": "ln_2",
+            },
+        )
+    },
     fused={"attn.q": "attn.qkv", "attn.k": "attn.qkv", "attn.v": "attn.qkv"},
 )
 
 OPT = Family(
-    "opt", ("OPTModel",),
+    "opt",
+    ("OPTModel",),
     top={"embeddings": "decoder.embed_tokens", "decoder": "decoder", "decoder.layer_norm": "decoder.final_layer_norm"},
     stacks={"decoder": ("decoder.layers", _bart_block(cross=False))},
 )
@@ -145,27 +211,44 @@ OPT = Family(
 
 def _llama_block() -> dict[str, Raw]:
     out = _attn("attn", "self_attn", "q_proj", "k_proj", "v_proj", "o_proj", "input_layernorm")
-    return out | {"ff": "mlp", "ff.w1": "mlp.gate_proj", "ff.w3": "mlp.up_proj", "ff.w2": "mlp.down_proj",
-                  "ff.layer_norm": "post_attention_layernorm"}
+    return out | {
+        "ff": "mlp",
+        "ff.w1": "mlp.gate_proj",
+        "ff.w3": "mlp.up_proj",
+        "ff.w2": "mlp.down_proj",
+        "ff.layer_norm": "post_attention_layernorm",
+    }
 
 
 LLAMA = Family(
-    "llama", ("LlamaModel", "MistralModel", "Qwen2Model", "GemmaModel"),
+    "llama",
+    ("LlamaModel", "MistralModel", "Qwen2Model", "GemmaModel"),
     top={"embeddings": "embed_tokens", "decoder": "", "decoder.layer_norm": "norm"},
     stacks={"decoder": ("layers", _llama_block())},
 )
 
 VIT = Family(
-    "vit", ("ViTModel",),
+    "vit",
+    ("ViTModel",),
     top={"embeddings": "embeddings.patch_embeddings", "encoder": "", "encoder.layer_norm": "layernorm"},
-    stacks={"encoder": ("layers", {
-        **_attn("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "layernorm_before"),
-        "ff": "mlp", "ff.w1": "mlp.fc1", "ff.w2": "mlp.fc2", "ff.layer_norm": "layernorm_after"})},
+    stacks={
+        "encoder": (
+            "layers",
+            {
+                **_attn("attn", "attention", "q_proj", "k_proj", "v_proj", "o_proj", "layernorm_before"),
+                "ff": "mlp",
+                "ff.w1": "mlp.fc1",
+                "ff.w2": "mlp.fc2",
+                "ff.layer_norm": "layernorm_after",
+            },
+        )
+    },
 )
 
 FAMILIES: list[Family] = [T5, BART, BERT, DEBERTA_V2, DISTILBERT, GPT2, OPT, LLAMA, VIT]
 
 # ----- finding the base model and naming its modules ----------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -186,16 +269,23 @@ def _family_of(module: nn.Module) -> Family | None:
 
 def find_backbone(model: nn.Module) -> Backbone | None:
     """The shallowest submodule of `model` (or `model` itself) that is a known family's base model."""
-    found = [(name, m, fam) for name, m in [("", model), *named_backbone_modules(model)]
-             if (fam := _family_of(m)) is not None]
+    found = [
+        (name, m, fam)
+        for name, m in [("", model), *named_backbone_modules(model)]
+        if (fam := _family_of(m)) is not None
+    ]
     if not found:
         return None
-    found.sort(key=lambda t: (t[0].count(".") + bool(t[0])))
+    found.sort(key=lambda t: t[0].count(".") + bool(t[0]))
     name, module, fam = found[0]
     others = [n for n, _, _ in found[1:] if not (name == "" or n.startswith(name + "."))]
     if others:
-        logger.warning("Several known backbones in %s; common names refer to %r, not %s",
-                       type(model).__name__, name or "<root>", others)
+        logger.warning(
+            "Several known backbones in %s; common names refer to %r, not %s",
+            type(model).__name__,
+            name or "<root>",
+            others,
+        )
     return Backbone(fam, name, module)
 
 
@@ -267,12 +357,14 @@ def common_names(model: nn.Module) -> dict[str, str]:
 
 # ----- defaults and resolution ---------------------------------------------------------------------------
 
+
 def _available(names: Iterable[str], entry: str) -> bool:
     return any(name_matches(n, entry) for n in names)
 
 
-def default_settings(model: nn.Module, delta_type: str,
-                     table: Mapping[str, list[str] | dict[str, Any]]) -> dict[str, Any]:
+def default_settings(
+    model: nn.Module, delta_type: str, table: Mapping[str, list[str] | dict[str, Any]]
+) -> dict[str, Any]:
     """The config values a delta of `delta_type` gets on `model` when the config names no modules.
 
     `table` (the delta class's `default_modules`) maps a family name, or "*" for any family, to a list of
@@ -288,7 +380,8 @@ def default_settings(model: nn.Module, delta_type: str,
         raise ModuleMatchError(
             f"No default modules are known for {type(model).__name__} (it contains none of the known base "
             f"models: {known}). Set `modified_modules` to module names, e.g. some of: {', '.join(examples)}; "
-            f"or '[r]<regex>'; or {ALL_LINEAR!r} (every nn.Linear / Conv1D except the output head).")
+            f"or '[r]<regex>'; or {ALL_LINEAR!r} (every nn.Linear / Conv1D except the output head)."
+        )
     entry = table.get(backbone.family.name, table.get("*"))
     settings = dict(entry) if isinstance(entry, dict) else {"modified_modules": entry}
     settings.setdefault("common_structure", True)
@@ -304,7 +397,8 @@ def default_settings(model: nn.Module, delta_type: str,
         raise ModuleMatchError(
             f"delta_type {delta_type!r} {why} for the {backbone.family.name} family; set `modified_modules`, "
             f"e.g. to common names such as {', '.join(suffixes(common, depth=2)[:12])}, raw module names, "
-            f"or {ALL_LINEAR!r}.")
+            f"or {ALL_LINEAR!r}."
+        )
     logger.info("%s: defaults for the %s family: %s", delta_type, backbone.family.name, settings)
     return settings
 
@@ -313,8 +407,13 @@ def _strip_legacy(entry: str) -> str:
     return entry.replace(LEGACY_MARK, "")
 
 
-def _interpret(model_names: list[str], common: Mapping[str, str], fused: Mapping[str, str], entry: str,
-               common_structure: bool | None) -> bool:
+def _interpret(
+    model_names: list[str],
+    common: Mapping[str, str],
+    fused: Mapping[str, str],
+    entry: str,
+    common_structure: bool | None,
+) -> bool:
     """Whether `entry` is read as a common-structure name (True) or a raw module name (False)."""
     if LEGACY_MARK in entry:
         return True
@@ -343,7 +442,8 @@ def _check_fused(entry: str, common: Mapping[str, str], fused: Mapping[str, str]
         f"{entry!r} names {', '.join(local)}, which this model computes inside one fused layer "
         f"({', '.join(holder_local)} = raw {', '.join(raw)}); a delta cannot modify a slice of it. Use "
         f"{', '.join(repr(h) for h in holder_local)} (or the raw name {', '.join(repr(r) for r in raw)}) "
-        f"to modify the whole projection.")
+        f"to modify the whole projection."
+    )
 
 
 def all_linear(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -376,8 +476,9 @@ def _is_linear(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
 
 
-def find_targets(model: nn.Module, patterns: list[str], exclude: list[str] | None = None,
-                 common_structure: bool | None = None) -> list[tuple[str, nn.Module]]:
+def find_targets(
+    model: nn.Module, patterns: list[str], exclude: list[str] | None = None, common_structure: bool | None = None
+) -> list[tuple[str, nn.Module]]:
     """The (name, module) pairs addressed by `patterns` minus `exclude`, in model order.
 
     Each entry is a raw name, a common-structure name (`common_structure=True`, an OpenDelta 0.3 "attn@.q@"
@@ -401,7 +502,8 @@ def find_targets(model: nn.Module, patterns: list[str], exclude: list[str] | Non
             if not common:
                 raise ModuleMatchError(
                     f"{entry!r} is read as a common-structure name, but {type(model).__name__} has no known "
-                    f"common structure; use raw module names (see Visualization(model).structure_graph()).")
+                    f"common structure; use raw module names (see Visualization(model).structure_graph())."
+                )
             _check_fused(entry, common, fused)
             common_entries.add(entry)
         selected.append(entry)
@@ -410,6 +512,8 @@ def find_targets(model: nn.Module, patterns: list[str], exclude: list[str] | Non
     excl = [_strip_legacy(e) for e in exclude or []]
     kept = [(n, m) for n, m in named_backbone_modules(model) if n in chosen and not _excluded(n, common.get(n), excl)]
     if not kept:
-        raise ModuleMatchError(f"Every module matched by `modified_modules`={patterns} is removed by "
-                               f"exclude_modules={exclude}; nothing would be modified.")
+        raise ModuleMatchError(
+            f"Every module matched by `modified_modules`={patterns} is removed by "
+            f"exclude_modules={exclude}; nothing would be modified."
+        )
     return kept

@@ -11,8 +11,8 @@ Tied parameters appear once; later owners point at the first (`weight → model.
 
 from __future__ import annotations
 
-import math
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +23,10 @@ from rich.text import Text
 from rich.tree import Tree
 from torch import nn
 
-from .matching import is_delta_layer
-from .structures import common_names
 from .io import atomic_write_text
+from .matching import is_delta_layer
 from .stats import dtype_name, human_bytes, human_count, model_stats, percent
+from .structures import common_names
 
 STYLE_DELTA = "bold magenta"
 STYLE_TRAINABLE = "green"
@@ -58,7 +58,7 @@ class _Node:
     cls: str
     delta: bool
     params: tuple[_Param, ...]
-    children: list["_Node"] = field(default_factory=list)
+    children: list[_Node] = field(default_factory=list)
     key: int = 0  # interned signature: siblings with equal keys fold into one line
     total: int = 0  # parameters in the subtree (tied ones counted where they first appear)
     trainable: int = 0
@@ -79,8 +79,9 @@ class _Builder:
         for pname, p in module.named_parameters(recurse=False):
             full = f"{path}.{pname}" if path else pname
             first = self.seen.setdefault(id(p), full)
-            params.append(_Param(pname, tuple(p.shape), dtype_name(p.dtype), p.requires_grad,
-                                 None if first == full else first))
+            params.append(
+                _Param(pname, tuple(p.shape), dtype_name(p.dtype), p.requires_grad, None if first == full else first)
+            )
         node = _Node(name, type(module).__name__, delta, tuple(params))
         for cname, child in module.named_children():
             if child is None:
@@ -160,11 +161,21 @@ class Visualization:
         self.tree: Tree | None = None
 
     # ----- public ----------------------------------------------------------------------------
-    def structure_graph(self, rootname: str = "root", expand_params: bool = False, keep_non_params: bool = False,
-                        max_depth: int | None = None, common_structure: bool = False,
-                        only_trainable: bool = False, show_counts: bool = False, legend: bool = True,
-                        footer: bool = True, printTree: bool = True, save: str | Path | None = None,
-                        width: int | None = None) -> Tree:
+    def structure_graph(
+        self,
+        rootname: str = "root",
+        expand_params: bool = False,
+        keep_non_params: bool = False,
+        max_depth: int | None = None,
+        common_structure: bool = False,
+        only_trainable: bool = False,
+        show_counts: bool = False,
+        legend: bool = True,
+        footer: bool = True,
+        printTree: bool = True,
+        save: str | Path | None = None,
+        width: int | None = None,
+    ) -> Tree:
         """Build the folded tree; print it (`printTree`) and/or write it to `save`. Returns the rich Tree.
 
         expand_params: one line per parameter (name, shape, dtype, count) under its module.
@@ -177,10 +188,16 @@ class Visualization:
         width: console width for the terminal (default: the terminal's); exports fit the widest line.
         """
         if save is not None and Path(save).suffix.lower() not in SAVE_FORMATS:
-            raise ValueError(f"Cannot save the structure graph as {str(save)!r}: the name must end in "
-                             f"{', '.join(SAVE_FORMATS)}.")
-        tree, graph = self._render(rootname, _Options(expand_params, keep_non_params, max_depth, only_trainable,
-                                                      show_counts), common_structure, legend, footer)
+            raise ValueError(
+                f"Cannot save the structure graph as {str(save)!r}: the name must end in {', '.join(SAVE_FORMATS)}."
+            )
+        tree, graph = self._render(
+            rootname,
+            _Options(expand_params, keep_non_params, max_depth, only_trainable, show_counts),
+            common_structure,
+            legend,
+            footer,
+        )
         if printTree:
             console = Console(width=width)
             if width is None and not console.is_terminal:  # piped: fit the widest line instead of wrapping
@@ -190,17 +207,32 @@ class Visualization:
             self._save(graph, Path(save), rootname)
         return tree
 
-    def to_text(self, rootname: str = "root", expand_params: bool = False, keep_non_params: bool = False,
-                max_depth: int | None = None, common_structure: bool = False, only_trainable: bool = False,
-                show_counts: bool = False, legend: bool = True, footer: bool = True,
-                width: int | None = None) -> str:
+    def to_text(
+        self,
+        rootname: str = "root",
+        expand_params: bool = False,
+        keep_non_params: bool = False,
+        max_depth: int | None = None,
+        common_structure: bool = False,
+        only_trainable: bool = False,
+        show_counts: bool = False,
+        legend: bool = True,
+        footer: bool = True,
+        width: int | None = None,
+    ) -> str:
         """The folded tree (with legend and footer) as plain text without colour codes; options as above."""
-        _, graph = self._render(rootname, _Options(expand_params, keep_non_params, max_depth, only_trainable,
-                                                   show_counts), common_structure, legend, footer)
+        _, graph = self._render(
+            rootname,
+            _Options(expand_params, keep_non_params, max_depth, only_trainable, show_counts),
+            common_structure,
+            legend,
+            footer,
+        )
         return _export(graph, "text", width)
 
-    def _render(self, rootname: str, opts: "_Options", common_structure: bool, legend: bool,
-                footer: bool) -> tuple[Tree, Group]:
+    def _render(
+        self, rootname: str, opts: _Options, common_structure: bool, legend: bool, footer: bool
+    ) -> tuple[Tree, Group]:
         if opts.max_depth is not None and opts.max_depth < 0:
             raise ValueError(f"max_depth must be None or >= 0, got {opts.max_depth}.")
         rename = _common_display_names(common_names(self.model)) if common_structure else None
@@ -274,8 +306,12 @@ class Visualization:
     @staticmethod
     def _legend() -> Text:
         text = Text("legend: ")
-        for label, style in (("delta module", STYLE_DELTA), ("trainable", STYLE_TRAINABLE),
-                             ("frozen", STYLE_FROZEN), ("tied", STYLE_TIED)):
+        for label, style in (
+            ("delta module", STYLE_DELTA),
+            ("trainable", STYLE_TRAINABLE),
+            ("frozen", STYLE_FROZEN),
+            ("tied", STYLE_TIED),
+        ):
             text.append("■ ", style=style)
             text.append(label, style=style)
             text.append("  ")
@@ -299,8 +335,9 @@ class Visualization:
     @staticmethod
     def _save(renderable: Any, path: Path, title: str) -> None:
         if not path.parent.exists():
-            raise FileNotFoundError(f"Cannot save the structure graph to {str(path)!r}: the folder "
-                                    f"{str(path.parent)!r} does not exist.")
+            raise FileNotFoundError(
+                f"Cannot save the structure graph to {str(path)!r}: the folder {str(path.parent)!r} does not exist."
+            )
         kind = {".svg": "svg", ".html": "html", ".htm": "html", ".txt": "text"}[path.suffix.lower()]
         atomic_write_text(path, _export(renderable, kind, None, title=title))
 
@@ -316,8 +353,13 @@ def _fit_width(renderable: Any) -> int:
 def _export(renderable: Any, kind: str, width: int | None, title: str = "") -> str:
     """Render off-screen at a width that fits the widest line, then export as text / svg / html."""
     width = width or _fit_width(renderable)
-    console = Console(file=io.StringIO(), width=width, record=True,
-                      color_system=None if kind == "text" else "truecolor", force_terminal=kind != "text")
+    console = Console(
+        file=io.StringIO(),
+        width=width,
+        record=True,
+        color_system=None if kind == "text" else "truecolor",
+        force_terminal=kind != "text",
+    )
     console.print(renderable)
     if kind == "svg":
         return console.export_svg(title=title)

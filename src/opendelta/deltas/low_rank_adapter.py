@@ -40,8 +40,16 @@ class LowRankAdapterConfig(DeltaConfig):
 class LowRankLinear(nn.Module):
     """y = x (W_left W_right) + b with W_left: (in, rank), W_right: (rank, out)."""
 
-    def __init__(self, in_features: int, out_features: int, rank: int, w_init: str, zero_right: bool = False,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        w_init: str,
+        zero_right: bool = False,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.W_left = nn.Parameter(torch.empty(in_features, rank, **kw))
@@ -62,8 +70,9 @@ class LowRankLinear(nn.Module):
 class LowRankAdapterLayer(nn.Module):
     """`forward(h)` returns h + up(act(down(h))) with low-rank down / up samplers."""
 
-    def __init__(self, dim: int, bottleneck: int, rank: int, w_init: str, non_linearity: str,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, bottleneck: int, rank: int, w_init: str, non_linearity: str, device=None, dtype=None
+    ) -> None:
         super().__init__()
         kw = {"device": device, "dtype": dtype}
         self.down_sampler = LowRankLinear(dim, bottleneck, rank, w_init, **kw)
@@ -86,6 +95,7 @@ class LowRankAdapterModel(DeltaBase):
         cfg = self.config
         dim = output_dim(site.name, site.module)
         bottleneck = bottleneck_of(site.name, dim, cfg.reduction_factor, self.delta_type)
-        layer = LowRankAdapterLayer(dim, bottleneck, cfg.low_rank_rank, cfg.low_rank_w_init, cfg.non_linearity,
-                                    **site.factory_kwargs())
+        layer = LowRankAdapterLayer(
+            dim, bottleneck, cfg.low_rank_rank, cfg.low_rank_w_init, cfg.non_linearity, **site.factory_kwargs()
+        )
         route_output(site, site.add_layer("low_rank_adapter", layer), dim, self.delta_type)

@@ -20,8 +20,7 @@ from ..errors import DeltaStateError, ModuleMatchError
 from ..matching import REGEX_PREFIX, is_delta_layer
 from ..registry import register_delta
 from ..site import Site
-from ._common import (activation, check_activation, check_last_dim, first_input, input_dim, map_first_output,
-                      output_dim)
+from ._common import activation, check_activation, check_last_dim, first_input, input_dim, map_first_output, output_dim
 
 
 @dataclass(repr=False)
@@ -42,16 +41,26 @@ class ParallelAdapterConfig(DeltaConfig):
         self._require(self.bottleneck_dim >= 1, "bottleneck_dim", "an integer >= 1")
         check_activation(self)
         om = self.output_module
-        self._require(om is None or (om.strip() == om and om != "" and not om.startswith(REGEX_PREFIX)
-                                     and all(om.split("."))), "output_module",
-                      "a dotted module path relative to the modified module's parent (no regex), or None")
+        self._require(
+            om is None or (om.strip() == om and om != "" and not om.startswith(REGEX_PREFIX) and all(om.split("."))),
+            "output_module",
+            "a dotted module path relative to the modified module's parent (no regex), or None",
+        )
 
 
 class ParallelAdapterLayer(nn.Module):
     """`forward(x)` returns scaled * up(act(down(x))) (the update only)."""
 
-    def __init__(self, in_features: int, out_features: int, bottleneck_dim: int, non_linearity: str,
-                 scaled: float, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bottleneck_dim: int,
+        non_linearity: str,
+        scaled: float,
+        device=None,
+        dtype=None,
+    ) -> None:
         super().__init__()
         self.scaled = scaled
         self.down_proj = nn.Linear(in_features, bottleneck_dim, device=device, dtype=dtype)
@@ -80,7 +89,10 @@ class ParallelAdapterModel(DeltaBase):
         "*": ["ff"],
         # where no module holds the whole feed-forward block: read the input of the first projection (BERT:
         # of `intermediate`) and add the update to the output of the second
-        "bart": _FC_PARALLEL, "opt": _FC_PARALLEL, "bert": _BERT_PARALLEL, "deberta-v2": _BERT_PARALLEL,
+        "bart": _FC_PARALLEL,
+        "opt": _FC_PARALLEL,
+        "bert": _BERT_PARALLEL,
+        "deberta-v2": _BERT_PARALLEL,
     }
     default_learning_rate = 1e-2
     app_settings = {"bottleneck_dim": 8}
@@ -99,7 +111,8 @@ class ParallelAdapterModel(DeltaBase):
             raise ModuleMatchError(
                 f"parallel_adapter: output_module={path!r} does not exist next to {site.name!r} (looked for "
                 f"{full!r}); it is a path relative to {parent_name or 'the model root'!r}, whose children are: "
-                f"{', '.join(children)}.") from None
+                f"{', '.join(children)}."
+            ) from None
         if target is site.module:
             return site.name, site.module
         return full, target
@@ -108,8 +121,12 @@ class ParallelAdapterModel(DeltaBase):
         cfg = self.config
         out_name, out_module = self._output_target(site)
         in_f, out_f = input_dim(site.name, site.module), output_dim(out_name, out_module)
-        layer = site.add_layer("parallel_adapter", ParallelAdapterLayer(
-            in_f, out_f, cfg.bottleneck_dim, cfg.non_linearity, cfg.scaled, **site.factory_kwargs()))
+        layer = site.add_layer(
+            "parallel_adapter",
+            ParallelAdapterLayer(
+                in_f, out_f, cfg.bottleneck_dim, cfg.non_linearity, cfg.scaled, **site.factory_kwargs()
+            ),
+        )
         pending: list[torch.Tensor] = []  # the input of A, waiting for B to return
 
         def read_input(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -121,7 +138,8 @@ class ParallelAdapterModel(DeltaBase):
             if not pending:
                 raise DeltaStateError(
                     f"parallel_adapter: {out_name!r} returned before {site.name!r} ran in this forward pass; "
-                    f"`output_module` must name a module that runs after the modified one.")
+                    f"`output_module` must name a module that runs after the modified one."
+                )
             x = pending.pop()
 
             def add(h: torch.Tensor) -> torch.Tensor:

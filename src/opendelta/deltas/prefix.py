@@ -83,8 +83,9 @@ class PrefixTrunk(nn.Module):
 class PrefixLayer(nn.Module):
     """The prefix of one attention module: `forward()` returns keys and values, each (kv_heads, tokens, head_dim)."""
 
-    def __init__(self, num_tokens: int, kv_heads: int, head_dim: int, trunk: PrefixTrunk | None,
-                 device=None, dtype=None) -> None:
+    def __init__(
+        self, num_tokens: int, kv_heads: int, head_dim: int, trunk: PrefixTrunk | None, device=None, dtype=None
+    ) -> None:
         super().__init__()
         self.num_tokens, self.kv_heads, self.head_dim = num_tokens, kv_heads, head_dim
         self._trunk = (trunk,)  # a reference, not a child: the trunk is registered once, on the root
@@ -122,8 +123,14 @@ class _PrefixedCache:
         self._inner, self._key, self._value, self._where = inner, key, value, where
         self.used = False  # set by update(): the module really read its keys through the cache
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int | None = None,
-               *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.used = True
         if self._inner is not None:
             key_states, value_states = self._inner.update(key_states, value_states, layer_idx, *args, **kwargs)
@@ -132,7 +139,8 @@ class _PrefixedCache:
             raise UnsupportedModuleError(
                 f"prefix on {self._where!r}: the module's keys have {key_states.shape[1]} heads of size "
                 f"{key_states.shape[-1]}, but the prefix was built for {expected[0]} heads of size {expected[1]} "
-                f"from the module's attributes. This attention module is laid out differently; it is not supported.")
+                f"from the module's attributes. This attention module is laid out differently; it is not supported."
+            )
         batch = key_states.shape[0]
         pk = self._key.to(key_states.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
         pv = self._value.to(value_states.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
@@ -178,7 +186,8 @@ def _check_attn_implementation(name: str, module: nn.Module) -> None:
         raise UnsupportedModuleError(
             f"prefix on {name!r}: attention implementation {impl!r} is not supported (prefix widens the 4-D "
             f"attention mask, which {impl!r} does not take); load the model with attn_implementation='sdpa' or "
-            f"'eager', or call model.set_attn_implementation('sdpa').")
+            f"'eager', or call model.set_attn_implementation('sdpa')."
+        )
 
 
 def _require_transformers_5() -> None:
@@ -189,11 +198,13 @@ def _require_transformers_5() -> None:
         raise UnsupportedModuleError(
             f"prefix needs transformers >= 5.0 (installed: {transformers.__version__}): it relies on attention "
             f"modules taking a Cache object and a 4-D mask. Upgrade transformers, or use another delta type "
-            f"(lora, adapter, ... work with this version).")
+            f"(lora, adapter, ... work with this version)."
+        )
 
 
-def _extend_mask(mask: torch.Tensor | None, tokens: int, q_len: int, kv_len: int, causal: bool,
-                 like: torch.Tensor, where: str) -> torch.Tensor:
+def _extend_mask(
+    mask: torch.Tensor | None, tokens: int, q_len: int, kv_len: int, causal: bool, like: torch.Tensor, where: str
+) -> torch.Tensor:
     """`mask` with `tokens` visible key columns in front; an explicit one where the model passed None."""
     if mask is None:
         visible = torch.ones(q_len, kv_len, dtype=torch.bool, device=like.device)
@@ -206,9 +217,13 @@ def _extend_mask(mask: torch.Tensor | None, tokens: int, q_len: int, kv_len: int
         kind = f"{mask.dim()}-D tensor" if isinstance(mask, torch.Tensor) else type(mask).__name__
         raise UnsupportedModuleError(
             f"prefix on {where!r}: the attention mask is a {kind}; prefix supports the 4-D masks of the eager and "
-            f"sdpa attention implementations.")
-    pad = mask.new_ones(*mask.shape[:-1], tokens) if mask.dtype == torch.bool else \
-        mask.new_zeros(*mask.shape[:-1], tokens)
+            f"sdpa attention implementations."
+        )
+    pad = (
+        mask.new_ones(*mask.shape[:-1], tokens)
+        if mask.dtype == torch.bool
+        else mask.new_zeros(*mask.shape[:-1], tokens)
+    )
     return torch.cat([pad, mask], dim=-1)
 
 
@@ -229,16 +244,19 @@ class PrefixModel(DeltaBase):
                 f"prefix cannot modify {name!r} ({type(module).__name__}): it must be an attention module whose "
                 f"forward takes a cache ({' / '.join(CACHE_ARGS)}) and a mask ({' / '.join(_MASK_ARGS)}). Point "
                 f"`modified_modules` at the self-attention modules, e.g. 'attn', 'self_attn', 'SelfAttention', "
-                f"'attention.self'.")
+                f"'attention.self'."
+            )
         if getattr(module, "is_cross_attention", False) or name.split(".")[-1] in _CROSS_MODULE_NAMES:
             raise UnsupportedModuleError(
                 f"prefix cannot modify the cross-attention module {name!r}: with a cache, transformers reuses the "
                 f"cached encoder keys without calling the cache's update(), so the prefix would vanish after the "
-                f"first decoding step. Address self-attention modules only.")
+                f"first decoding step. Address self-attention modules only."
+            )
         if kv_geometry(module) is None:
             raise UnsupportedModuleError(
                 f"prefix cannot modify {name!r} ({type(module).__name__}): its number of key/value heads and head "
-                f"size are not readable from the attributes {_HEADS_ATTRS} / {_HEAD_DIM_ATTRS}.")
+                f"size are not readable from the attributes {_HEADS_ATTRS} / {_HEAD_DIM_ATTRS}."
+            )
         _check_attn_implementation(name, module)
 
     def build_site(self, site: Site) -> None:
@@ -247,8 +265,10 @@ class PrefixModel(DeltaBase):
         if cfg.reparameterize and self._trunk is None:
             self._trunk = PrefixTrunk(cfg.prefix_token_num, cfg.embed_dim, cfg.mid_dim, **factory)
         heads, head_dim = kv_geometry(site.module)
-        layer = site.add_layer("prefix", PrefixLayer(cfg.prefix_token_num, heads, head_dim,
-                                                     self._trunk if cfg.reparameterize else None, **factory))
+        layer = site.add_layer(
+            "prefix",
+            PrefixLayer(cfg.prefix_token_num, heads, head_dim, self._trunk if cfg.reparameterize else None, **factory),
+        )
         positional = positional_names(site.module)
         params = set(inspect.signature(site.module.forward).parameters)
         cache_arg = next(a for a in CACHE_ARGS if a in params)
@@ -262,7 +282,8 @@ class PrefixModel(DeltaBase):
             if any(call.get(a) is not None for a in _CROSS_ARGS if a in params):
                 raise UnsupportedModuleError(
                     f"prefix on {site.name!r}: the module is being called as cross-attention; prefix supports "
-                    f"self-attention only. Remove it from `modified_modules`.")
+                    f"self-attention only. Remove it from `modified_modules`."
+                )
             _check_attn_implementation(site.name, module)
             hidden = call.get(positional[0])
             cache = call.get(cache_arg)
@@ -277,8 +298,7 @@ class PrefixModel(DeltaBase):
             is_causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
             # with no mask, sdpa is causal for multi-token queries of a causal module; eager does not mask at all
             causal = bool(is_causal) and q_len > 1 and _attn_implementation(module) == "sdpa"
-            call.set(mask_arg, _extend_mask(call.get(mask_arg), tokens, q_len, past + q_len, causal, hidden,
-                                            site.name))
+            call.set(mask_arg, _extend_mask(call.get(mask_arg), tokens, q_len, past + q_len, causal, hidden, site.name))
             if has_bias:
                 _pad_position_bias(module, call, tokens, q_len, past)
             return tuple(call.args), call.kwargs
@@ -288,7 +308,8 @@ class PrefixModel(DeltaBase):
             if not used:  # never a silent no-op
                 raise UnsupportedModuleError(
                     f"prefix on {site.name!r}: {type(module).__name__} computed attention without reading its keys "
-                    f"through the cache's update(), so the prefix could not be added. This module is not supported.")
+                    f"through the cache's update(), so the prefix could not be added. This module is not supported."
+                )
             if has_bias and isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
                 return (output[0], output[1][..., tokens:], *output[2:])  # hand on the real-length position bias
             return output
@@ -308,8 +329,9 @@ def _pad_position_bias(module: nn.Module, call: CallArgs, tokens: int, q_len: in
     """T5-style additive position bias: zero bias for the prefix columns (computed here when the module would)."""
     bias = call.get("position_bias")
     if bias is None and getattr(module, "has_relative_attention_bias", False):
-        bias = module.compute_bias(q_len, past + q_len, device=module.relative_attention_bias.weight.device,
-                                   past_seen_tokens=past)
+        bias = module.compute_bias(
+            q_len, past + q_len, device=module.relative_attention_bias.weight.device, past_seen_tokens=past
+        )
     if bias is None:  # the module creates a zero bias of the full (prefixed) key length itself
         return
     call.set("position_bias", torch.cat([bias.new_zeros(*bias.shape[:-1], tokens), bias], dim=-1))

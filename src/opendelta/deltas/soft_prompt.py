@@ -61,15 +61,15 @@ class SoftPromptLayer(nn.Module):
     def __init__(self, embedding: nn.Embedding, num_tokens: int, init_range: float, token_init: bool) -> None:
         super().__init__()
         w = embedding.weight
-        self.soft_embeds = nn.Parameter(torch.empty(num_tokens, embedding.embedding_dim, device=w.device,
-                                                    dtype=w.dtype))
+        self.soft_embeds = nn.Parameter(
+            torch.empty(num_tokens, embedding.embedding_dim, device=w.device, dtype=w.dtype)
+        )
         if w.device.type == "meta":
             return
         with torch.no_grad():
             if token_init:
                 vocab = embedding.num_embeddings
-                ids = torch.randperm(vocab)[:num_tokens] if num_tokens <= vocab else \
-                    torch.randint(vocab, (num_tokens,))
+                ids = torch.randperm(vocab)[:num_tokens] if num_tokens <= vocab else torch.randint(vocab, (num_tokens,))
                 self.soft_embeds.copy_(embedding(ids.to(w.device)))
             else:
                 nn.init.uniform_(self.soft_embeds, -init_range, init_range)
@@ -101,7 +101,8 @@ class _Prepender:
         if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dim() != 2):
             raise UnsupportedModuleError(
                 "soft_prompt needs a 2-D attention_mask (batch, sequence) or none; got "
-                f"{getattr(mask, 'shape', type(mask).__name__)}.")
+                f"{getattr(mask, 'shape', type(mask).__name__)}."
+            )
 
     def prepend(self, call: CallArgs, labels: bool) -> None:
         """Embed, put the prompt in front, widen mask / token types / labels, shift given positions."""
@@ -145,7 +146,7 @@ class _Prepender:
         for key in _SEQUENCE_OUTPUTS:
             t = getattr(output, key, None)
             if isinstance(t, torch.Tensor) and t.dim() >= 3 and t.shape[1] == n:
-                output[key] = t[:, self.tokens:]
+                output[key] = t[:, self.tokens :]
         return output
 
 
@@ -173,7 +174,8 @@ class SoftPromptModel(DeltaBase):
         if len(targets) != 1:
             raise ModuleMatchError(
                 f"soft_prompt is put on exactly one module, the input embedding; {self.config.modified_modules} "
-                f"matched {len(targets)}: {[n for n, _ in targets][:5]}.")
+                f"matched {len(targets)}: {[n for n, _ in targets][:5]}."
+            )
         return targets
 
     def _encoder(self) -> nn.Module | None:
@@ -188,18 +190,21 @@ class SoftPromptModel(DeltaBase):
         if not hasattr(bb, "get_input_embeddings"):
             raise UnsupportedModuleError(
                 f"soft_prompt needs a transformers model (one with get_input_embeddings()); "
-                f"{type(bb).__name__} is not one.")
+                f"{type(bb).__name__} is not one."
+            )
         encoder = self._encoder()
         inputs = [bb.get_input_embeddings()] + ([encoder.get_input_embeddings()] if encoder is not None else [])
         if not any(module is m for m in inputs):
             names = [n for n, m in bb.named_modules() if any(m is e for e in inputs)]
             raise UnsupportedModuleError(
-                f"soft_prompt must be put on the model's input embedding ({', '.join(names)}), not {name!r}.")
+                f"soft_prompt must be put on the model's input embedding ({', '.join(names)}), not {name!r}."
+            )
 
     def build_site(self, site: Site) -> None:
         cfg = self.config
-        layer = site.add_layer("soft_prompt", SoftPromptLayer(site.module, cfg.soft_token_num, cfg.init_range,
-                                                              cfg.token_init))
+        layer = site.add_layer(
+            "soft_prompt", SoftPromptLayer(site.module, cfg.soft_token_num, cfg.init_range, cfg.token_init)
+        )
         root, encoder = self.backbone_model, self._encoder()
         if encoder is None:
             prepender = _Prepender(root, site.module, layer)
@@ -236,7 +241,8 @@ def _cross_mask_widener(root: nn.Module, tokens: int):
         if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
             raise UnsupportedModuleError(
                 f"soft_prompt needs a 2-D attention_mask (batch, sequence) or none; got "
-                f"{getattr(mask, 'shape', type(mask).__name__)}.")
+                f"{getattr(mask, 'shape', type(mask).__name__)}."
+            )
         enc_out = call.get("encoder_outputs")
         if enc_out is not None:
             real = enc_out[0].shape[1] - tokens  # the encoder already ran with the prompt

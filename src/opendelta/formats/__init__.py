@@ -26,8 +26,14 @@ from . import legacy, peft
 
 OPENDELTA, LEGACY, PEFT = "opendelta", "opendelta-0.3", "peft"
 #: Every file a checkpoint of any format may need (what is fetched from the Hub).
-CHECKPOINT_FILES = (CONFIG_NAME, ckpt.WEIGHTS_NAME, ckpt.FINGERPRINT_NAME, ckpt.LEGACY_WEIGHTS_NAME,
-                    peft.CONFIG_NAME, *peft.WEIGHTS_NAMES)
+CHECKPOINT_FILES = (
+    CONFIG_NAME,
+    ckpt.WEIGHTS_NAME,
+    ckpt.FINGERPRINT_NAME,
+    ckpt.LEGACY_WEIGHTS_NAME,
+    peft.CONFIG_NAME,
+    *peft.WEIGHTS_NAMES,
+)
 CONFIG_FILES = (CONFIG_NAME, peft.CONFIG_NAME)
 
 
@@ -61,8 +67,9 @@ class Checkpoint:
         return ckpt.read_fingerprint(self.folder) if self.format == OPENDELTA else None
 
 
-def open_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOptions(),
-                    config_only: bool = False) -> Checkpoint:
+def open_checkpoint(
+    path_or_id: str | os.PathLike, options: HubOptions = HubOptions(), config_only: bool = False
+) -> Checkpoint:
     """Resolve a folder or Hub id, detect the format and read the config (weights are read on demand)."""
     folder, source = resolve_checkpoint(path_or_id, options, CONFIG_FILES if config_only else CHECKPOINT_FILES)
     if not folder.is_dir():
@@ -79,8 +86,9 @@ def open_checkpoint(path_or_id: str | os.PathLike, options: HubOptions = HubOpti
     raise CheckpointError(_no_checkpoint_message(folder, source, data))
 
 
-def read_checkpoint_config(path_or_id: str | os.PathLike, kwargs: dict[str, Any]) -> tuple[dict[str, Any],
-                                                                                          dict[str, Any]]:
+def read_checkpoint_config(
+    path_or_id: str | os.PathLike, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """`DeltaConfig.from_finetuned`: (the checkpoint's config dict, the keywords that override its keys)."""
     options, overrides = split_hub_options(kwargs)
     return open_checkpoint(path_or_id, options, config_only=True).config, overrides
@@ -92,12 +100,16 @@ provide("read_checkpoint_config", read_checkpoint_config)
 def _no_checkpoint_message(folder: Path, source: str, config: dict[str, Any] | None) -> str:
     present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))[:10]
     if config is not None:
-        what = (f"its {CONFIG_NAME} has no `delta_type`"
-                + (f" (it looks like a transformers model config, model_type={config['model_type']!r})"
-                   if "model_type" in config else ""))
+        what = f"its {CONFIG_NAME} has no `delta_type`" + (
+            f" (it looks like a transformers model config, model_type={config['model_type']!r})"
+            if "model_type" in config
+            else ""
+        )
     else:
         what = f"it holds {present or 'nothing'}"
-    return (f"No delta checkpoint in {source}: {what}. Expected an OpenDelta checkpoint ({CONFIG_NAME} with a "
-            f"`delta_type` + {ckpt.WEIGHTS_NAME} or {ckpt.LEGACY_WEIGHTS_NAME}) or a PEFT adapter "
-            f"({peft.CONFIG_NAME} + {' or '.join(peft.WEIGHTS_NAMES)}). Save one with "
-            f"`delta.save_finetuned(...)`, or check the path / repo id.")
+    return (
+        f"No delta checkpoint in {source}: {what}. Expected an OpenDelta checkpoint ({CONFIG_NAME} with a "
+        f"`delta_type` + {ckpt.WEIGHTS_NAME} or {ckpt.LEGACY_WEIGHTS_NAME}) or a PEFT adapter "
+        f"({peft.CONFIG_NAME} + {' or '.join(peft.WEIGHTS_NAMES)}). Save one with "
+        f"`delta.save_finetuned(...)`, or check the path / repo id."
+    )

@@ -51,8 +51,11 @@ def translate_config(data: dict[str, Any], source: str) -> dict[str, Any]:
         else:
             out[key] = value
     if dropped:
-        logger.info("%s is an OpenDelta 0.3 checkpoint; ignoring its config key(s) %s (not settings in this "
-                    "version)", source, ", ".join(sorted(dropped)))
+        logger.info(
+            "%s is an OpenDelta 0.3 checkpoint; ignoring its config key(s) %s (not settings in this version)",
+            source,
+            ", ".join(sorted(dropped)),
+        )
     out.setdefault("common_structure", False)  # 0.3 omitted defaults from config.json; its default was False
     if out.get("backbone_hash") is not None:
         out["hash_algorithm"] = None  # 0.3's md5: reported as unverifiable when loading
@@ -71,6 +74,7 @@ def clean_state(state: dict[str, torch.Tensor], delta_type: str | None) -> dict[
         else:
             out[new] = value
     if dropped:
-        logger.info("dropping %d tensor(s) OpenDelta 0.3 saved that no computation used, e.g. %s",
-                    len(dropped), dropped[0])
+        logger.info(
+            "dropping %d tensor(s) OpenDelta 0.3 saved that no computation used, e.g. %s", len(dropped), dropped[0]
+        )
     return out

@@ -52,7 +52,8 @@ def to_opendelta_config(pc: dict[str, Any]) -> dict[str, Any]:
     if kind not in classes:
         raise CheckpointError(
             f"PEFT adapters of type {kind!r} cannot be loaded; supported: {', '.join(sorted(classes))}. Load it "
-            f"with PEFT itself (PeftModel.from_pretrained).")
+            f"with PEFT itself (PeftModel.from_pretrained)."
+        )
     cls = classes[kind]
     saved = pc.get("modules_to_save") or []
     return {
@@ -87,11 +88,18 @@ def fit_to_backbone(config: dict[str, Any], backbone_model: nn.Module) -> dict[s
     for key, entries in config.items():
         if not key.endswith("_modules") or key == "exclude_modules" or not isinstance(entries, list) or not entries:
             continue
-        kept = [e for e in entries if e in ("deltas", "all-linear") or e.startswith(REGEX_PREFIX)
-                or any(name_matches(n, e) for n in names)]
+        kept = [
+            e
+            for e in entries
+            if e in ("deltas", "all-linear") or e.startswith(REGEX_PREFIX) or any(name_matches(n, e) for n in names)
+        ]
         if len(kept) < len(entries) and (kept or key != "modified_modules"):
-            logger.info("PEFT %s: %s match(es) no module of %s; ignored as PEFT does", key,
-                        [e for e in entries if e not in kept], type(backbone_model).__name__)
+            logger.info(
+                "PEFT %s: %s match(es) no module of %s; ignored as PEFT does",
+                key,
+                [e for e in entries if e not in kept],
+                type(backbone_model).__name__,
+            )
             out[key] = kept
     return out
 
@@ -110,7 +118,7 @@ def load_weights(folder: Path, config: dict[str, Any]) -> dict[str, torch.Tensor
     for key, value in raw.items():
         if not key.startswith(PREFIX):
             raise CheckpointError(f"Unexpected key {key!r} in a PEFT adapter: keys start with {PREFIX!r}.")
-        name = key[len(PREFIX):]
+        name = key[len(PREFIX) :]
         mapped = mapping.read_tensor(name, value)
         if mapped is None:  # a modules_to_save tensor
             mapped = (_SAVED_MODULE.sub(".", name), value)
@@ -124,8 +132,9 @@ def export(delta: DeltaBase, cfg: DeltaConfig) -> tuple[dict[str, Any], dict[str
     mapping = delta.peft
     if mapping is None:
         able = ", ".join(repr(c.delta_type) for c in registered_delta_classes() if c.peft is not None)
-        raise CheckpointError(f"format='peft' can write {able} deltas, not {delta.delta_type!r}; save it in "
-                              f"OpenDelta's format instead.")
+        raise CheckpointError(
+            f"format='peft' can write {able} deltas, not {delta.delta_type!r}; save it in OpenDelta's format instead."
+        )
     state: dict[str, torch.Tensor] = {}
     own: set[str] = set()
     for site in delta.sites:
@@ -137,12 +146,17 @@ def export(delta: DeltaBase, cfg: DeltaConfig) -> tuple[dict[str, Any], dict[str
     saved = {k: v for k, v in delta.delta_state_dict().items() if k not in own}  # unfrozen modules
     state.update({PREFIX + k: v for k, v in saved.items()})
     config = {
-        "task_type": None, "base_model_name_or_path": cfg.backbone_checkpoint_name,
-        "target_modules": peft_targets(delta), "exclude_modules": None,
-        "modules_to_save": _modules_to_save(delta, sorted(saved)), "inference_mode": True,
+        "task_type": None,
+        "base_model_name_or_path": cfg.backbone_checkpoint_name,
+        "target_modules": peft_targets(delta),
+        "exclude_modules": None,
+        "modules_to_save": _modules_to_save(delta, sorted(saved)),
+        "inference_mode": True,
         "fan_in_fan_out": any(type(s.module).__name__ == "Conv1D" for s in delta.sites),
-        "auto_mapping": {"base_model_class": type(delta.backbone_model).__name__,
-                         "parent_library": type(delta.backbone_model).__module__},
+        "auto_mapping": {
+            "base_model_class": type(delta.backbone_model).__name__,
+            "parent_library": type(delta.backbone_model).__module__,
+        },
         "peft_type": mapping.peft_type,
     }
     config.update(mapping.write_config(delta, cfg))
@@ -177,7 +191,8 @@ def _modules_to_save(delta: DeltaBase, saved: list[str]) -> list[str] | None:
         raise CheckpointError(
             f"The delta also saves parameters that are not whole modules ({partial[:3]}); PEFT's "
             f"modules_to_save can only hold whole modules. Unfreeze whole modules (e.g. 'classifier') or "
-            f"save in OpenDelta's format.")
+            f"save in OpenDelta's format."
+        )
     return [o for o in owners if not any(o.startswith(p + ".") for p in owners)]
 
 
