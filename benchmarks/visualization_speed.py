@@ -18,7 +18,7 @@ import torch
 import transformers
 
 from opendelta import LoraModel, Visualization, inspect
-from opendelta.app.cli import llama_1b_config
+from opendelta.app.models import llama_1b_config
 
 
 def _median_seconds(fn: Callable[[], object], repeats: int) -> float:

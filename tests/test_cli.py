@@ -270,7 +270,9 @@ def test_merge_missing_arguments_are_usage_errors(files, tmp_path, capsys):
 
 # ----- extending ----------------------------------------------------------------------------------------------
 def test_a_subcommand_is_one_function_and_one_registration(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_COMMANDS", dict(cli._COMMANDS))
+    from opendelta.app import command
+
+    monkeypatch.setattr(command, "_COMMANDS", dict(command._COMMANDS))
 
     def hello(args):
         print(f"hello {args.name}")
@@ -284,3 +286,13 @@ def test_a_subcommand_is_one_function_and_one_registration(monkeypatch, capsys):
     assert capsys.readouterr().err == "opendelta hello: error: it failed\n"
     with pytest.raises(ValueError, match="already registered"):
         cli.register_command("hello", hello, help="again")
+
+
+def test_merge_hash_mismatch_names_the_command_flag(files, tmp_path, capsys):
+    other = tmp_path / "other-bert"
+    build("bert", seed=1).save_pretrained(other)
+    proc = inprocess(capsys, "merge", files["ckpt"], "--backbone", other, "--out", tmp_path / "o")
+    assert_one_line_error(proc, 1, "merge", "--no-check-hash", "does not match")
+    assert "check_hash=False" not in proc.stderr and not (tmp_path / "o").exists()
+    ok = inprocess(capsys, "merge", files["ckpt"], "--backbone", other, "--out", tmp_path / "o", "--no-check-hash")
+    assert ok.returncode == 0, ok.stderr

@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from opendelta import AutoDeltaModel, DeltaConfigError
-from opendelta.app import data, train
+from opendelta.app import data, train, train_cli
 from opendelta.app.data import DataError
 from tiny import bert_config
 
@@ -94,7 +94,7 @@ def _reloaded_test_accuracy(backbone: Path, data_file: Path, out: Path) -> float
 
 def test_train_lora_end_to_end(backbone, reviews_csv, tmp_path, capsys):
     out = tmp_path / "ckpt"
-    assert train.main(_args(backbone, reviews_csv, out, "--lr", "1e-2")) == 0
+    assert train_cli.main(_args(backbone, reviews_csv, out, "--lr", "1e-2")) == 0
     printed = capsys.readouterr().out
     assert "test accuracy (reloaded from disk)" in printed and "checkpoint size vs backbone" in printed
     assert {"config.json", "delta_model.safetensors", "fingerprint.json", "results.json"} <= {
@@ -119,7 +119,7 @@ def test_train_lora_end_to_end(backbone, reviews_csv, tmp_path, capsys):
 
 def test_train_full_and_json_delta_config(backbone, reviews_csv, tmp_path, capsys):
     full = tmp_path / "full"
-    assert train.main(_args(backbone, reviews_csv, full, "--full", "--epochs", "1")) == 0
+    assert train_cli.main(_args(backbone, reviews_csv, full, "--full", "--epochs", "1")) == 0
     results = json.loads((full / "results.json").read_text())
     assert results["method"] == "full" and results["trainable_params"] == results["total_params"]
     assert (full / "model.safetensors").is_file()
@@ -127,7 +127,7 @@ def test_train_full_and_json_delta_config(backbone, reviews_csv, tmp_path, capsy
     cfg = tmp_path / "delta.json"
     cfg.write_text(json.dumps({"delta_type": "lora", "modified_modules": ["query"], "lora_r": 2}))
     out = tmp_path / "lora_q"
-    assert train.main(_args(backbone, reviews_csv, out, "--delta", str(cfg), "--epochs", "1")) == 0
+    assert train_cli.main(_args(backbone, reviews_csv, out, "--delta", str(cfg), "--epochs", "1")) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["delta_params"] == 2 * 2 * (32 + 32)  # 2 layers x (A: 2x32 + B: 32x2)
     assert results["lr"] == train.default_learning_rates()["lora"]
@@ -142,7 +142,7 @@ def _error_line(capsys) -> str:
 
 def test_missing_column_is_one_typed_line(backbone, reviews_csv, tmp_path, capsys):
     args = _args(backbone, reviews_csv, tmp_path / "o", "--text-column", "text")
-    assert train.main(args) == 1
+    assert train_cli.main(args) == 1
     err = _error_line(capsys)
     assert err.startswith("opendelta train: error: DataError:")
     assert "no text column 'text'" in err and "['review', 'sentiment']" in err and "--text-column" in err
@@ -151,7 +151,7 @@ def test_missing_column_is_one_typed_line(backbone, reviews_csv, tmp_path, capsy
 
 def test_unknown_label_in_test_split(backbone, reviews_csv, tmp_path, capsys):
     test_file = _write_csv(tmp_path / "test.csv", [("good movie", "pos"), ("the plot", "neutral")])
-    assert train.main(_args(backbone, reviews_csv, tmp_path / "o", "--test-data", str(test_file))) == 1
+    assert train_cli.main(_args(backbone, reviews_csv, tmp_path / "o", "--test-data", str(test_file))) == 1
     err = _error_line(capsys)
     assert "DataError" in err and "test split" in err and "'neutral'" in err and "['neg', 'pos']" in err
 
@@ -167,24 +167,24 @@ def test_unknown_label_in_test_split(backbone, reviews_csv, tmp_path, capsys):
 def test_empty_or_unlabelled_file(backbone, tmp_path, capsys, content, message):
     path = tmp_path / "data.csv"
     path.write_text(content)
-    assert train.main(_args(backbone, path, tmp_path / "o")) == 1
+    assert train_cli.main(_args(backbone, path, tmp_path / "o")) == 1
     err = _error_line(capsys)
     assert "DataError" in err and message in err
 
 
 def test_empty_split_and_bad_numbers(backbone, reviews_csv, tmp_path, capsys):
-    assert train.main(_args(backbone, reviews_csv, tmp_path / "o", "--validation-size", "0")) == 1
+    assert train_cli.main(_args(backbone, reviews_csv, tmp_path / "o", "--validation-size", "0")) == 1
     assert "DataError" in _error_line(capsys)
     with pytest.raises(SystemExit) as exc:
-        train.main(_args(backbone, reviews_csv, tmp_path / "o", "--epochs", "0"))
+        train_cli.main(_args(backbone, reviews_csv, tmp_path / "o", "--epochs", "0"))
     assert exc.value.code == 2 and "must be an integer >= 1" in capsys.readouterr().err
 
 
 def test_unknown_delta_type_and_missing_file(backbone, reviews_csv, tmp_path, capsys):
-    assert train.main(_args(backbone, reviews_csv, tmp_path / "o", "--delta", "lorra")) == 1
+    assert train_cli.main(_args(backbone, reviews_csv, tmp_path / "o", "--delta", "lorra")) == 1
     err = _error_line(capsys)
     assert "DeltaConfigError" in err and "Did you mean 'lora'" in err
-    assert train.main(_args(backbone, tmp_path / "nope.csv", tmp_path / "o")) == 1
+    assert train_cli.main(_args(backbone, tmp_path / "nope.csv", tmp_path / "o")) == 1
     assert "does not exist" in _error_line(capsys)
 
 

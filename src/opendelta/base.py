@@ -23,7 +23,7 @@ from .config import DeltaConfig
 from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 from .fingerprint import Fingerprint, fingerprint_model
 from .interop import LegacyMapping, PeftMapping
-from .matching import is_delta_layer, name_matches
+from .matching import delta_layer_prefixes, inside_any, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
 from .site import Site
@@ -31,15 +31,6 @@ from .stats import ModelStats, count_parameters, model_stats
 from .structures import default_settings, find_targets
 
 DELTAS_KEYWORD = "deltas"
-
-
-def _delta_layer_prefixes(model: nn.Module) -> set[str]:
-    return {name for name, m in model.named_modules() if name and is_delta_layer(m)}
-
-
-def _inside(name: str, prefixes: set[str]) -> bool:
-    parts = name.split(".")
-    return any(".".join(parts[:i]) in prefixes for i in range(1, len(parts)))
 
 
 class DeltaBase:
@@ -251,17 +242,7 @@ class DeltaBase:
 
     def _unfrozen_param_names(self, patterns: Iterable[str]) -> list[str]:
         """Non-delta parameters addressed by `patterns` (module names or parameter names)."""
-        patterns = [p for p in patterns if p != DELTAS_KEYWORD]
-        if not patterns:
-            return []
-        prefixes = _delta_layer_prefixes(self.backbone_model)
-        names = []
-        for pname, _ in self.backbone_model.named_parameters():
-            if _inside(pname, prefixes):
-                continue
-            if any(name_matches(pname, p) or _owned_by(pname, p) for p in patterns):
-                names.append(pname)
-        return names
+        return parameters_under(self.backbone_model, [p for p in patterns if p != DELTAS_KEYWORD])
 
     def freeze_module(
         self, module: nn.Module | None = None, exclude: list[str] | None = None, set_state_dict: bool = True
@@ -275,7 +256,7 @@ class DeltaBase:
         exclude = list(exclude) if exclude is not None else [DELTAS_KEYWORD]
         root = module if module is not None else self.backbone_model
         unfrozen = set(self._unfrozen_param_names(exclude))
-        prefixes = _delta_layer_prefixes(self.backbone_model)
+        prefixes = delta_layer_prefixes(self.backbone_model)
         prefix = ""
         if module is not None:
             found = [n for n, m in self.backbone_model.named_modules() if m is module]
@@ -284,7 +265,7 @@ class DeltaBase:
         matched_any = False
         for name, p in root.named_parameters():
             full = prefix + name
-            is_delta = _inside(full, prefixes)
+            is_delta = inside_any(full, prefixes)
             trainable = (keep_deltas and is_delta) or full in unfrozen
             matched_any |= full in unfrozen
             p.requires_grad_(trainable)
@@ -462,12 +443,6 @@ class DeltaBase:
             f"{type(self).__name__}({state}, {len(self.sites)} module(s), "
             f"{self.num_delta_parameters()} delta parameters, config={self.config!r})"
         )
-
-
-def _owned_by(param_name: str, pattern: str) -> bool:
-    """Whether `param_name` lies under a module addressed by `pattern` at any depth."""
-    parts = param_name.split(".")
-    return any(name_matches(".".join(parts[:i]), pattern) for i in range(1, len(parts)))
 
 
 def _key_report(missing: list[str], unexpected: list[str]) -> str:

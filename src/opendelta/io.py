@@ -112,6 +112,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
 def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     save_file(tensors, str(path), metadata=metadata or {"format": "pt"})
+    _publish_mode(path, directory=False)  # safetensors creates the file private
 
 
 def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:

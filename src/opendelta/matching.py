@@ -139,3 +139,34 @@ def _no_match_message(missing: list[str], names: list[str], what: str) -> str:
         f"module names look like: {', '.join(examples)}"
     )
     return "\n".join(lines)
+
+
+# ----- parameters by name ---------------------------------------------------------------------------------
+def delta_layer_prefixes(model: nn.Module) -> set[str]:
+    """Names of the delta layers attached to `model`."""
+    return {name for name, m in model.named_modules() if name and is_delta_layer(m)}
+
+
+def inside_any(name: str, prefixes: set[str]) -> bool:
+    """Whether the parameter / module `name` lies inside one of the modules named in `prefixes`."""
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in prefixes for i in range(1, len(parts)))
+
+
+def _owned_by(param_name: str, pattern: str) -> bool:
+    """Whether `param_name` lies under a module addressed by `pattern` at any depth."""
+    parts = param_name.split(".")
+    return any(name_matches(".".join(parts[:i]), pattern) for i in range(1, len(parts)))
+
+
+def parameters_under(model: nn.Module, patterns: list[str]) -> list[str]:
+    """Names of `model`'s parameters, outside delta layers, addressed by `patterns` (a parameter's own name
+    or a module above it)."""
+    if not patterns:
+        return []
+    prefixes = delta_layer_prefixes(model)
+    return [
+        pname
+        for pname, _ in model.named_parameters()
+        if not inside_any(pname, prefixes) and any(name_matches(pname, p) or _owned_by(pname, p) for p in patterns)
+    ]
