@@ -66,13 +66,12 @@ def named_backbone_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 def find_modules(
     model: nn.Module,
     patterns: Iterable[str],
-    exclude: Iterable[str] | None = None,
     *,
     what: str = "modified_modules",
     aliases: Mapping[str, str] | None = None,
     common: Collection[str] = (),
 ) -> list[tuple[str, nn.Module]]:
-    """All modules addressed by `patterns` minus those addressed by `exclude`, in model order.
+    """All modules addressed by `patterns`, in model order (exclusions are the caller's: see find_targets).
 
     `aliases` maps raw module names to common-structure names; the entries listed in `common` are matched
     against those names instead of the raw ones. Raises ModuleMatchError naming the closest module names
@@ -81,9 +80,7 @@ def find_modules(
     patterns = list(patterns)
     if not patterns:
         raise ModuleMatchError(f"`{what}` is empty: name at least one module to modify.")
-    exclude = list(exclude or [])
     compiled = [(p, _compile(p)) for p in patterns]
-    compiled_ex = [(p, _compile(p)) for p in exclude]
     modules = list(named_backbone_modules(model))
     hits: dict[str, int] = {p: 0 for p in patterns}
     found: list[tuple[str, nn.Module]] = []
@@ -99,19 +96,12 @@ def find_modules(
             continue
         for p in matched:
             hits[p] += 1
-        if any(name_matches(name, p, rx) for p, rx in compiled_ex):
-            continue
         found.append((name, module))
     missing = [p for p, n in hits.items() if n == 0]
     if missing:
         raw_missing = [p for p in missing if p not in common]
         names = [n for n, _ in modules] if raw_missing else list(aliases.values())
         raise ModuleMatchError(_no_match_message(raw_missing or missing, names, what))
-    if not found:
-        raise ModuleMatchError(
-            f"Every module matched by `{what}`={patterns} is removed by exclude_modules={exclude}; "
-            f"nothing would be modified."
-        )
     return found
 
 

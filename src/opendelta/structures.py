@@ -296,7 +296,7 @@ def find_targets(
             _check_fused(entry, common, fused)
             common_entries.add(entry)
         selected.append(entry)
-    found = find_modules(model, selected, None, aliases=common, common=common_entries) if selected else []
+    found = find_modules(model, selected, aliases=common, common=common_entries) if selected else []
     chosen = {n for n, _ in found} | {n for n, _ in extra}
     excl = [_strip_legacy(e) for e in exclude or []]
     kept = [(n, m) for n, m in named_backbone_modules(model) if n in chosen and not _excluded(n, common.get(n), excl)]
