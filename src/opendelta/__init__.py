@@ -18,6 +18,7 @@ from .errors import (CheckpointError, DataError, DeltaConfigError, DeltaStateErr
                      ModuleMatchError, OpenDeltaError, UnsupportedModuleError)
 from .stats import ModelStats, inspect, inspect_checkpoint
 from .visualization import Visualization
+from . import picker  # noqa: F401,E402  (the module picker; installs `interactive_modify=`)
 
 __all__ = [
     "AutoDeltaConfig", "AutoDeltaModel", "DeltaBase", "DeltaConfig", "Site", "Visualization",

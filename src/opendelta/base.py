@@ -131,10 +131,13 @@ class DeltaBase:
     supported_modules: ClassVar[tuple[type, ...] | None] = None
     #: whether `merge()` can fold the delta into the backbone weights
     mergeable: ClassVar[bool] = False
+    #: runs `interactive_modify=True | PORT`: (backbone, config, port) -> config; installed by opendelta.picker
+    _module_picker: ClassVar[Callable[..., DeltaConfig] | None] = None
 
     def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
+        interactive = kwargs.pop("interactive_modify", False)  # True or a port: pick the modules on a web page
         if config is None:
             config = self.config_class.from_dict(kwargs)
         else:
@@ -143,6 +146,10 @@ class DeltaBase:
                     f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}.")
             if kwargs:
                 config = config.replace(**kwargs)
+        if interactive not in (False, None):
+            if DeltaBase._module_picker is None:
+                raise DeltaConfigError("interactive_modify needs the module picker: `import opendelta.picker` first.")
+            config = DeltaBase._module_picker(backbone_model, config, interactive)
         self.config = config
         self.backbone_model = backbone_model
         self.sites: list[Site] = []

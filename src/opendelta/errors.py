@@ -33,3 +33,15 @@ class HashMismatchError(OpenDeltaError):
 
 class DataError(OpenDeltaError, ValueError):
     """A training data file or dataset is missing, empty, or lacks the columns / labels it needs."""
+
+
+class PickerError(OpenDeltaError, RuntimeError):
+    """The interactive module picker (`interactive_modify=`, `opendelta pick`) could not run."""
+
+
+class PickerCancelledError(PickerError):
+    """The user pressed Cancel in the module picker: nothing was chosen or attached."""
+
+
+class PickerTimeoutError(PickerError, TimeoutError):
+    """Nobody submitted the module picker before its timeout."""
