@@ -205,15 +205,19 @@ def _numbers(alts: set[str]) -> str:
     return "(?:" + "|".join(str(n) for n in nums) + ")"
 
 
+def _anchored(name: str) -> str:
+    return REGEX_PREFIX + "^" + re.escape(name)
+
+
 def _render(parts: list[set[str]]) -> str:
     if all(len(p) == 1 and "*" not in p for p in parts):
         return ".".join(next(iter(p)) for p in parts)
     out = []
     for alts in parts:
-        if len(alts) == 1:
-            out.append(re.escape(next(iter(alts))))
-        elif alts == {"*"}:
+        if alts == {"*"}:
             out.append(r"\d+")
+        elif len(alts) == 1:
+            out.append(re.escape(next(iter(alts))))
         elif all(a.isdigit() for a in alts):
             out.append(_numbers(alts))
         else:
@@ -253,9 +257,14 @@ def compact_names(selected: Iterable[str], names: Sequence[str]) -> list[str]:
                 entries.append((suffix, index[suffix]))
                 covered |= index[suffix]
                 break
+        else:  # a top-level name that also ends other names ("dropout"): only an anchored regex says "this one"
+            entries.append((_anchored(n), {n}))
     # merge entries that differ in one component, where one of them holds a layer number
-    plain = [e for e, _ in entries if not any(c.isdigit() for c in e.split("."))]
-    numbered = [[{c} for c in e.split(".")] for e, _ in entries if any(c.isdigit() for c in e.split("."))]
+    def numbered_entry(e: str) -> bool:
+        return not e.startswith(REGEX_PREFIX) and any(c.isdigit() for c in e.split("."))
+
+    plain = [e for e, _ in entries if not numbered_entry(e)]
+    numbered = [[{c} for c in e.split(".")] for e, _ in entries if numbered_entry(e)]
     merged = True
     while merged and 1 < len(numbered) <= 512:  # quadratic: huge hand-made selections stay as they are
         merged = False
@@ -283,7 +292,7 @@ def compact_names(selected: Iterable[str], names: Sequence[str]) -> list[str]:
     for pattern in result:
         hit |= _matches(pattern, names)
     if hit != sel:  # pragma: no cover - defensive: never hand back names that address something else
-        return order
+        return [n if index[n] == {n} else _anchored(n) for n in order]
     first = {n: i for i, n in enumerate(names)}
     return sorted(result, key=lambda p: min(first[n] for n in _matches(p, names)))
 
