@@ -88,7 +88,8 @@
     li.setAttribute("aria-level", String(row.depth));
     li.setAttribute("aria-selected", st === "on" ? "true" : "false");
     if (kids) li.setAttribute("aria-expanded", String(open));
-    if (!n.ok) { li.setAttribute("aria-disabled", "true"); li.className = "off"; li.title = n.why || "not selectable"; }
+    li.dataset.selectable = String(!!n.ok);
+    if (!n.ok) { li.className = "off"; li.title = n.why || "not selectable"; li.setAttribute("aria-description", "not selectable: " + li.title); }
     if (match && row.paths.some(match)) li.classList.add("hit");
     li.dataset.id = row.id;
     li.dataset.name = row.label;
@@ -195,7 +196,7 @@
   function selectMatches() {
     if (!match) return;
     for (const [p, can] of selectable) if (can && match(p)) sel.add(p);
-    changed(focusId);
+    changed(null);  // the focus stays in the search box
   }
 
   async function finish(path, text) {
@@ -245,11 +246,15 @@
   $("search").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.ctrlKey && !e.metaKey) { e.preventDefault(); selectMatches(); }
     else if (e.key === "Escape") { e.target.value = ""; setSearch(""); if (focusId) focus(focusId); }
-    else if (e.key === "ArrowDown" && focusId) { e.preventDefault(); focus(focusId); }
+    else if (e.key === "ArrowDown" && flat.length) {  // into the tree: the first matching row (or the current one)
+      e.preventDefault();
+      const hit = match && flat.find((r) => r.paths.some(match));
+      focus(hit ? hit.id : focusId || flat[0].id);
+    }
   });
   tree.addEventListener("focusin", (e) => { const li = e.target.closest("li[role=treeitem]"); if (li) focusId = li.dataset.id; });
   $("select-matches").addEventListener("click", selectMatches);
-  $("clear").addEventListener("click", () => { sel.clear(); changed(focusId); });
+  $("clear").addEventListener("click", () => { sel.clear(); changed(null); });
   $("submit").addEventListener("click", () => finish("/api/submit", "Submit"));
   $("cancel").addEventListener("click", () => finish("/api/cancel", "Cancel"));
   $("copy").addEventListener("click", async () => {
