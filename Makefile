@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install test browser demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,14 @@ $(VENV)/.installed: pyproject.toml
 
 venv install: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest tests -q
+
+# the module picker's browser tests drive the system's Chromium (Debian package `chromium`) with Playwright
+browser:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } || \
+		echo "could not install chromium (needs root): the picker's browser tests will be skipped"
 
 # the main job: LoRA on the embedded MiniLM-L6 + Rotten Tomatoes snippets (a documented subset: < 10 min on 2 cores)
 DEMO_ARGS ?= --delta lora --train-subset 3000 --epochs 2 --threads 1 --output runs/demo

@@ -33,8 +33,10 @@ try:
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
 
-pytestmark = pytest.mark.skipif(sync_playwright is None or not os.path.exists(CHROMIUM),
-                                reason=f"Chromium or Playwright missing: {HOW_TO_INSTALL}")
+_MISSING = sync_playwright is None or not os.path.exists(CHROMIUM)
+if _MISSING and os.environ.get("OPENDELTA_REQUIRE_BROWSER"):  # CI: a missing browser is a failure, not a skip
+    raise RuntimeError(f"OPENDELTA_REQUIRE_BROWSER is set but Chromium or Playwright is missing: {HOW_TO_INSTALL}")
+pytestmark = pytest.mark.skipif(_MISSING, reason=f"Chromium or Playwright missing: {HOW_TO_INSTALL}")
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,15 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = False
     picker: "PickerServer"
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):  # the page was closed mid-request: nothing to report
+            logger.debug("picker: client %s went away (%s)", client_address, exc)
+            return
+        logger.exception("picker: error while answering %s", client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server

@@ -109,7 +109,7 @@
       b.addEventListener("click", (e) => { e.stopPropagation(); unfold(row); });
       div.append(b);
     }
-    const params = n.params.filter((p) => !p[3]).map((p) => `${p[0]}:[${p[1].join(", ")}]`);
+    const params = n.params.map((p) => (p[3] ? `${p[0]} → ${p[3]}` : `${p[0]}:[${p[1].join(", ")}]`));
     if (params.length) div.append(span("params", params.join(" ") + " " + n.params[0][2]));
     if (n.ok && n.delta) div.append(span("dcount", `+${human(n.delta)}${row.paths.length > 1 ? " each" : ""}`));
     twisty.addEventListener("click", (e) => { e.stopPropagation(); if (kids) { openState.set(row.id, !open); render(); focus(row.id); } });
