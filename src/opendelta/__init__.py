@@ -3,6 +3,7 @@
 from . import (
     deltas,  # noqa: F401  (registers the built-in delta types)
     persistence,  # noqa: F401  (implements DeltaBase.save_finetuned / from_finetuned)
+    picker,  # noqa: F401  (the module picker: implements `interactive_modify=`)
 )
 from .auto import AutoDeltaConfig, AutoDeltaModel
 from .base import DeltaBase

@@ -61,6 +61,7 @@ class DeltaBase:
     def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
+        interactive = kwargs.pop("interactive_modify", False)  # True or a port: pick the modules on a web page
         if config is None:
             config = self.config_class.from_dict(kwargs)
         else:
@@ -70,6 +71,8 @@ class DeltaBase:
                 )
             if kwargs:
                 config = config.replace(**kwargs)
+        if interactive not in (False, None):
+            config = provider("pick_modules")(backbone_model, config, interactive)  # opendelta.picker
         self.config = config
         self.backbone_model = backbone_model
         self.sites: list[Site] = []

@@ -29,3 +29,15 @@ class CheckpointError(OpenDeltaError, OSError):
 
 class HashMismatchError(OpenDeltaError):
     """The model fingerprint recomputed after loading differs from the one stored at save time."""
+
+
+class PickerError(OpenDeltaError, RuntimeError):
+    """The interactive module picker (`interactive_modify=`, `opendelta pick`) could not run."""
+
+
+class PickerCancelledError(PickerError):
+    """The user pressed Cancel in the module picker: nothing was chosen or attached."""
+
+
+class PickerTimeoutError(PickerError, TimeoutError):
+    """Nobody submitted the module picker before its timeout."""

@@ -32,6 +32,7 @@ from .._logging import logger
 from . import (
     command,
     commands,  # noqa: F401  (registers show / inspect / merge)
+    pick,  # noqa: F401  (registers pick)
 )
 from .command import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, UsageError, register_command
 
