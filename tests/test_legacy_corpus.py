@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import BUILDERS
+import transformers
 from safetensors.torch import load_file
 
 from opendelta import AutoDeltaModel
@@ -22,6 +22,48 @@ from opendelta import AutoDeltaModel
 CORPUS = Path(__file__).parent / "fixtures" / "legacy03"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
 FIXTURES = MANIFEST["fixtures"]
+
+
+HIDDEN, LAYERS, HEADS, VOCAB = 32, 2, 4, 99
+# the tiny backbones exactly as generate.py built them under transformers 4.45 (BERT / GPT-2 with 64 positions)
+BUILDERS = {
+    "t5": lambda: transformers.T5ForConditionalGeneration(
+        transformers.T5Config(
+            vocab_size=VOCAB,
+            d_model=HIDDEN,
+            d_kv=HIDDEN // HEADS,
+            d_ff=64,
+            num_layers=LAYERS,
+            num_decoder_layers=LAYERS,
+            num_heads=HEADS,
+            decoder_start_token_id=0,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ),
+    "bert": lambda: transformers.BertForSequenceClassification(
+        transformers.BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=64,
+            max_position_embeddings=64,
+        )
+    ),
+    "gpt2": lambda: transformers.GPT2LMHeadModel(
+        transformers.GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=HIDDEN,
+            n_layer=LAYERS,
+            n_head=HEADS,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=0,
+            pad_token_id=0,
+        )
+    ),
+}
 
 
 def backbone(family: str) -> torch.nn.Module:

@@ -88,7 +88,10 @@ class DeltaBase:
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         """The (name, module) pairs this delta modifies, from the config's module addresses."""
-        if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
+        if self.config.modified_modules == []:  # nothing, as in OpenDelta 0.3 (None means the defaults)
+            logger.warning("%s: modified_modules=[] modifies no module (pass None for the defaults)", self.delta_type)
+            return []
+        if self.config.modified_modules is None:  # the family's defaults (settings the user changed are kept)
             defaults = default_settings(self.backbone_model, self.delta_type, self.default_modules)
             fresh = type(self.config)()
             keep = {

@@ -181,6 +181,11 @@ def _attach_checkpoint(
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
     state = checkpoint.load_weights()
     delta = cls.from_config(config, backbone_model)
+    try:
+        state = checkpoint.fit_state(delta, state)
+    except BaseException:
+        delta.detach()
+        raise
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
     try:
