@@ -202,6 +202,7 @@ def _attach_checkpoint(
                 params[k].copy_(v)
         delta.detach()
         raise
+    backbone_model.eval()  # loaded for inference, as OpenDelta 0.3 left it (call .train() to train on)
     logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
     return delta
 
