@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .base import DeltaBase
+from .compat import check_load_keywords
 from .config import DeltaConfig
 from .errors import DeltaConfigError
 from .formats import read_checkpoint_config
@@ -70,4 +71,4 @@ class AutoDeltaModel:
         Accepts what `DeltaBase.from_finetuned` accepts (folders of any supported format, Hub repo ids,
         Hub options, config overrides); the delta class is picked from the checkpoint's delta type.
         """
-        return load_delta(DeltaBase, finetuned_delta_path, backbone_model, check_hash, kwargs)
+        return load_delta(DeltaBase, finetuned_delta_path, backbone_model, check_hash, check_load_keywords(kwargs))
