@@ -202,6 +202,13 @@ class Legacy03Mixin:
             provider("structure_graph")(root)
         if print_report:
             print(report)
-        logger.info("%s", report.replace("\n", "; "))
+        logger.info(
+            "%s delta on %s (%d modified module(s)): parameters %s; %s",
+            self.delta_type,
+            stats.model_class,
+            len(self.sites),
+            stats.counts_line(),
+            stats.memory_line(),
+        )
         self.stat = stats.to_dict()
         return stats
