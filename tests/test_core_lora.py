@@ -4,6 +4,8 @@ two deltas on one backbone, addressing, counts and the error paths."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -248,10 +250,15 @@ def test_counts_and_log():
     assert stats["trainable"] == 112 and stats["delta_ratio"] == pytest.approx(112 / (base + 112))
 
 
-def test_freeze_module_exclude_unknown_is_error():
+def test_freeze_module_exclude_unknown_warns_with_closest_names(caplog):
+    # OpenDelta 0.3 ignored such entries (one exclude list shared across model families is common): a warning
+    # naming the closest modules, the rest of the list still applies, and the entry is not remembered
     _, delta = make("toy")
-    with pytest.raises(ModuleMatchError, match="nothing_here"):
-        delta.freeze_module(exclude=["deltas", "nothing_here"])
+    with caplog.at_level(logging.WARNING, logger="opendelta"):
+        delta.freeze_module(exclude=["deltas", "nothing_here", "0"])
+    assert any("nothing_here" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
+    assert delta.config.unfrozen_modules == ["deltas", "0"]
+    assert all(p.requires_grad for p in delta.delta_parameters())
 
 
 def test_visualization_folds_and_marks_deltas():

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .base import DeltaBase
+from .compat import check_load_keywords
 from .config import DeltaConfig
 from .errors import DeltaConfigError
 from .formats import read_checkpoint_config
@@ -22,8 +23,9 @@ class AutoDeltaConfig:
         raise OSError("Use AutoDeltaConfig.from_dict(...) or AutoDeltaConfig.from_finetuned(...).")
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DeltaConfig:
-        """A validated config of the class named by `config_dict["delta_type"]`."""
+    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
+        """A validated config of the class named by `config_dict["delta_type"]`; with
+        `return_unused_kwargs=True`, (config, {keys the config does not take: value})."""
         if not isinstance(config_dict, dict):
             raise DeltaConfigError(f"AutoDeltaConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
         merged = {**config_dict, **kwargs}
@@ -31,7 +33,8 @@ class AutoDeltaConfig:
             raise DeltaConfigError(
                 f"The config has no `delta_type`; add one of: {', '.join(registered_delta_types())}."
             )
-        return get_delta_class(merged["delta_type"]).config_class.from_dict(merged)
+        config_class = get_delta_class(merged["delta_type"]).config_class
+        return config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs)
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> DeltaConfig:
@@ -68,4 +71,4 @@ class AutoDeltaModel:
         Accepts what `DeltaBase.from_finetuned` accepts (folders of any supported format, Hub repo ids,
         Hub options, config overrides); the delta class is picked from the checkpoint's delta type.
         """
-        return load_delta(DeltaBase, finetuned_delta_path, backbone_model, check_hash, kwargs)
+        return load_delta(DeltaBase, finetuned_delta_path, backbone_model, check_hash, check_load_keywords(kwargs))

@@ -19,21 +19,22 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ._logging import logger
+from .compat import Legacy03Mixin, check_init_keywords, check_load_keywords, check_save_keywords, warn_unmatched_exclude
 from .config import DeltaConfig
-from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
+from .errors import CheckpointError, DeltaConfigError, DeltaStateError, UnsupportedModuleError
 from .fingerprint import Fingerprint, fingerprint_model
 from .interop import LegacyMapping, PeftMapping
 from .matching import delta_layer_prefixes, inside_any, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
 from .site import Site
-from .stats import ModelStats, count_parameters, model_stats
+from .stats import count_parameters
 from .structures import default_settings, find_targets
 
 DELTAS_KEYWORD = "deltas"
 
 
-class DeltaBase:
+class DeltaBase(Legacy03Mixin):
     """A delta attached to a backbone model. Subclasses set `config_class` and implement `build_site`.
 
     Create one with `SomeDeltaModel(backbone, **config_kwargs)`, `SomeDeltaModel.from_config(config,
@@ -62,6 +63,7 @@ class DeltaBase:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
         interactive = kwargs.pop("interactive_modify", False)  # True or a port: pick the modules on a web page
+        kwargs = check_init_keywords(kwargs)  # OpenDelta 0.3's backend / unfrozen_modules=None
         if config is None:
             config = self.config_class.from_dict(kwargs)
         else:
@@ -91,7 +93,10 @@ class DeltaBase:
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         """The (name, module) pairs this delta modifies, from the config's module addresses."""
-        if not self.config.modified_modules:  # the family's defaults (settings the user changed are kept)
+        if self.config.modified_modules == []:  # nothing, as in OpenDelta 0.3 (None means the defaults)
+            logger.warning("%s: modified_modules=[] modifies no module (pass None for the defaults)", self.delta_type)
+            return []
+        if self.config.modified_modules is None:  # the family's defaults (settings the user changed are kept)
             defaults = default_settings(self.backbone_model, self.delta_type, self.default_modules)
             fresh = type(self.config)()
             keep = {
@@ -253,10 +258,12 @@ class DeltaBase:
         """Freeze every parameter except the deltas and the modules named in `exclude`.
 
         `exclude` entries use the module addressing rules; "deltas" stands for every delta layer on the
-        backbone. With `set_state_dict=True` the backbone's `state_dict()` then holds trainable tensors only.
-        The names are remembered in `config.unfrozen_modules` and saved with the delta.
+        backbone. Default: `config.unfrozen_modules` (["deltas"] unless the config says more); an entry
+        that matches nothing is ignored with a warning naming the closest modules. With `set_state_dict=True`
+        the backbone's `state_dict()` then holds trainable tensors only. The names are remembered in
+        `config.unfrozen_modules` and saved with the delta.
         """
-        exclude = list(exclude) if exclude is not None else [DELTAS_KEYWORD]
+        exclude = list(exclude) if exclude is not None else list(self.config.unfrozen_modules)
         root = module if module is not None else self.backbone_model
         unfrozen = set(self._unfrozen_param_names(exclude))
         prefixes = delta_layer_prefixes(self.backbone_model)
@@ -265,17 +272,15 @@ class DeltaBase:
             found = [n for n, m in self.backbone_model.named_modules() if m is module]
             prefix = f"{found[0]}." if found and found[0] else ""
         keep_deltas = DELTAS_KEYWORD in exclude
-        matched_any = False
         for name, p in root.named_parameters():
             full = prefix + name
             is_delta = inside_any(full, prefixes)
             trainable = (keep_deltas and is_delta) or full in unfrozen
-            matched_any |= full in unfrozen
             p.requires_grad_(trainable)
-        other = [e for e in exclude if e != DELTAS_KEYWORD]
-        if other and not matched_any:
-            raise ModuleMatchError(f"freeze_module(exclude={exclude}): {other} match no parameter of the backbone.")
-        self.config.unfrozen_modules = exclude
+        unmatched = [e for e in exclude if e != DELTAS_KEYWORD and not self._unfrozen_param_names([e])]
+        if unmatched:
+            warn_unmatched_exclude(self.backbone_model, unmatched)
+        self.config.unfrozen_modules = [e for e in exclude if e not in unmatched]
         if set_state_dict:
             self._set_trainable_state_dict()
 
@@ -298,20 +303,6 @@ class DeltaBase:
 
     def num_delta_parameters(self) -> int:
         return sum(p.numel() for p in self.delta_parameters())
-
-    def log(self) -> ModelStats:
-        """Log (at INFO level) and return parameter counts and ratios, parameter memory by dtype and peak
-        accelerator memory; `stats["trainable"]`, `stats.delta_ratio`, ... (see `opendelta.inspect`)."""
-        stats = model_stats(self.backbone_model, self.delta_parameters())
-        logger.info(
-            "%s delta on %s (%d modified module(s)): parameters %s; %s",
-            self.delta_type,
-            stats.model_class,
-            len(self.sites),
-            stats.counts_line(),
-            stats.memory_line(),
-        )
-        return stats
 
     # ----- state ----------------------------------------------------------------------------
     def _saved_tensors(self) -> dict[str, torch.Tensor]:
@@ -358,7 +349,7 @@ class DeltaBase:
     # ----- checkpoints (implemented in `persistence`) --------------------------------------
     def save_finetuned(
         self,
-        save_directory: str | os.PathLike,
+        save_directory: str | os.PathLike | None = None,
         *,
         format: str = "opendelta",
         push_to_hub: bool = False,
@@ -369,6 +360,7 @@ class DeltaBase:
         card_data: dict[str, Any] | None = None,
         results: dict[str, Any] | None = None,
         overwrite_card: bool = False,
+        **legacy: Any,
     ) -> Path:
         """Save the delta into `save_directory`, atomically, with a model card; optionally push it to the Hub.
 
@@ -379,8 +371,10 @@ class DeltaBase:
         `set_state_dict` did. A README.md model card is written (Hub front matter with `card_data`, usage,
         parameter counts, `results`); a README.md already there that this library did not write is kept
         unless `overwrite_card=True`. push_to_hub: upload the folder to `repo_id` (default: the folder
-        name, in your namespace), created if needed (`private`). Returns the folder.
+        name, in your namespace), created if needed (`private`). Returns the folder. OpenDelta 0.3's keywords
+        (`finetuned_delta_path`, `save_config`, `push_to_dc`, ...) work or raise naming the replacement.
         """
+        save_directory = check_save_keywords(save_directory, legacy)
         return provider("save_delta")(
             self,
             save_directory,
@@ -438,7 +432,9 @@ class DeltaBase:
             any other keyword overrides a config key.
         On any failure (bad checkpoint, key mismatch, hash mismatch) the backbone is left as it was.
         """
-        return provider("load_delta")(cls, finetuned_delta_path, backbone_model, check_hash, kwargs)
+        return provider("load_delta")(
+            cls, finetuned_delta_path, backbone_model, check_hash, check_load_keywords(kwargs)
+        )
 
     def __repr__(self) -> str:
         state = "merged" if self._merged else ("attached" if self._attached else "detached")

@@ -114,8 +114,9 @@ class DeltaConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> DeltaConfig:
-        """Build a config from a dict (and keyword overrides). Unknown keys are an error, not ignored."""
+    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
+        """Build a config from a dict (and keyword overrides). Unknown keys are an error, not ignored, unless
+        `return_unused_kwargs=True` (as in transformers): then returns (config, {unknown key: value})."""
         if not isinstance(config_dict, dict):
             raise DeltaConfigError(f"{cls._kind()}: expected a dict, got {type(config_dict).__name__}.")
         merged = {**config_dict, **kwargs}
@@ -127,12 +128,18 @@ class DeltaConfig:
             )
         names = cls.field_names()
         unknown = [k for k in merged if k not in names and k not in _BOOKKEEPING_KEYS]
+        if return_unused_kwargs:
+            return cls(**{k: v for k, v in merged.items() if k in names}), {k: merged[k] for k in unknown}
         if unknown:
             hints = []
             for k in unknown:
                 close = difflib.get_close_matches(k, names, n=1)
                 hints.append(f"`{k}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
-            raise DeltaConfigError(f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}.")
+            raise DeltaConfigError(
+                f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}. To keep the "
+                f"valid keys of a larger dict (e.g. `vars(args)`), pass `return_unused_kwargs=True`: it returns "
+                f"(config, unused keys)."
+            )
         return cls(**{k: v for k, v in merged.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 if TYPE_CHECKING:  # pragma: no cover
     from .base import DeltaBase, Site
@@ -46,10 +47,23 @@ class LegacyMapping:
     config_keys: 0.3 config key -> our key, or None when the key means nothing here (dropped with a log).
     tensor_renames: (regex over a tensor name, replacement) pairs applied in order; a None replacement
         drops the tensor (0.3 saved it but no computation used it).
+    defaults: 0.3's config-class defaults where they differ from ours (0.3 left keys equal to its defaults
+        out of config.json, so a missing key means 0.3's default).
+    honours_exclude: whether 0.3's model class applied `exclude_modules` (0.3's LoRA / Compacter did not).
+    fit_config(config, backbone, names, state) -> config: the type's own translation once the modules 0.3
+        modified are known (`names`, raw names in model order; `state` the renamed tensors), e.g. moving a
+        target to the module this version hooks. `config` still holds 0.3's `modified_modules` entries; the
+        result must hold the new ones (without a hook they are `names`).
+    fit_state(delta, state) -> state: tensor transforms that need the built delta (split a shared MLP,
+        turn a reused backbone bias into our delta's own bias).
     """
 
     config_keys: Mapping[str, str | None] = field(default_factory=dict)
     tensor_renames: tuple[tuple[str, str | None], ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    honours_exclude: bool = True
+    fit_config: Callable[[dict[str, Any], nn.Module, list[str], dict[str, torch.Tensor]], dict[str, Any]] | None = None
+    fit_state: Callable[[DeltaBase, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
     def rename_tensor(self, name: str) -> str | None:
         for pattern, replacement in self.tensor_renames:

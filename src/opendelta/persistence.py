@@ -181,6 +181,11 @@ def _attach_checkpoint(
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
     state = checkpoint.load_weights()
     delta = cls.from_config(config, backbone_model)
+    try:
+        state = checkpoint.fit_state(delta, state)
+    except BaseException:
+        delta.detach()
+        raise
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
     try:
@@ -197,6 +202,7 @@ def _attach_checkpoint(
                 params[k].copy_(v)
         delta.detach()
         raise
+    backbone_model.eval()  # loaded for inference, as OpenDelta 0.3 left it (call .train() to train on)
     logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
     return delta
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .io import atomic_write_text
 from .matching import is_delta_layer
+from .providers import provide
 from .stats import dtype_name, human_bytes, human_count, model_stats, percent
 from .structures import common_names
 
@@ -366,3 +367,6 @@ def _export(renderable: Any, kind: str, width: int | None, title: str = "") -> s
     if kind == "html":
         return console.export_html(inline_styles=True)
     return "\n".join(line.rstrip() for line in console.export_text(styles=False).splitlines()) + "\n"
+
+
+provide("structure_graph", lambda model: Visualization(model).structure_graph())

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
+from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import activation, check_activation, output_dim, route_output
@@ -54,6 +55,8 @@ class AdapterModel(DeltaBase):
     default_modules = {"*": ["attn.proj", "ff.w2"]}
     default_learning_rate = 8e-3
     app_settings = {"bottleneck_dim": 8}
+    # 0.3 kept the two projections in a `modulelist` child: `<module>.adapter.modulelist.down_proj.weight`
+    legacy = LegacyMapping(tensor_renames=((r"\.adapter\.modulelist\.", ".adapter."),))
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)

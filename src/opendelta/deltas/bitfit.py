@@ -18,6 +18,7 @@ from transformers.pytorch_utils import Conv1D
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import UnsupportedModuleError
+from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import is_norm, map_first_output
@@ -76,6 +77,11 @@ class BitFitModel(DeltaBase):
         ]
     }
     default_learning_rate = 1e-2
+    # 0.3 trained the layers' own biases (saved under the backbone's names, `...query.bias`) of every Linear /
+    # LayerNorm it matched or found inside a matched block, and added `<leaf>.bitfit.bias` to other leaves
+    legacy = LegacyMapping(
+        fit_config=lambda c, b, n, s: _legacy_sites(c, b, n), fit_state=lambda d, s: _legacy_bias(d, s)
+    )
 
     def check_module(self, name: str, module: nn.Module) -> None:
         if not (isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)):
@@ -92,3 +98,36 @@ class BitFitModel(DeltaBase):
             return map_first_output(output, layer)
 
         site.on_output(add_bias)
+
+
+def _supported(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)
+
+
+def _legacy_sites(config: dict[str, Any], backbone: nn.Module, names: list[str]) -> dict[str, Any]:
+    """The layers 0.3's bitfit changed: each matched layer, or the layers with a bias inside a matched block."""
+    sites: list[str] = []
+    for name in names:
+        module = backbone.get_submodule(name)
+        if _supported(module):
+            inner = [(name, module)]
+        else:
+            inner = [(f"{name}.{n}", m) for n, m in module.named_modules() if n and _supported(m)]
+            inner = [(n, m) for n, m in inner if isinstance(getattr(m, "bias", None), torch.Tensor)]
+        sites.extend(n for n, _ in inner if n not in sites)
+    return {**config, "modified_modules": sites}
+
+
+def _legacy_bias(delta: DeltaBase, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our bias on top of the layer's own: trained value - the backbone's value (zero where 0.3 saved none: its
+    lazily created biases did not exist when it froze the model, so they never trained)."""
+    for site in delta.sites:
+        ours, own = f"{site.name}.bitfit.bias", f"{site.name}.bias"
+        if ours in state:
+            continue
+        bias = getattr(site.module, "bias", None)
+        if own in state and isinstance(bias, torch.Tensor):
+            state[ours] = state.pop(own).to(bias.dtype) - bias.detach()
+        else:
+            state[ours] = torch.zeros_like(site.layers["bitfit"].bias.detach())
+    return state

@@ -21,6 +21,7 @@ from torch import nn
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaConfigError
+from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import activation, bottleneck_of, check_activation, init_glorot, output_dim, route_output
@@ -176,6 +177,25 @@ class CompacterModel(DeltaBase):
     config_class = CompacterConfig
     default_modules = {"*": ["attn.proj", "ff.w2"]}
     default_learning_rate = 1e-2
+    # 0.3 named the layer `compactor` and its tensors W_left / W_right / phm_rule directly on each sampler; its
+    # config carried keys that configure nothing here (written as null, or the PHM weight init), and
+    # CompacterConfig's default activation was relu (what AutoDeltaConfig-built compacters used). 0.3's
+    # CompacterModel ignored `exclude_modules`.
+    legacy = LegacyMapping(
+        config_keys={
+            "bottleneck_dim": None,
+            "sequential": None,
+            "kronecker_prod": None,
+            "hypercomplex_nonlinearity": None,
+        },
+        tensor_renames=(
+            (r"\.compactor\.", ".compacter."),
+            (r"_sampler\.(W_left|W_right)$", r"_sampler.phm_weights.\1"),
+            (r"_sampler\.phm_rule$", "_sampler.phm_rule.C"),
+        ),
+        defaults={"non_linearity": "relu"},
+        honours_exclude=False,
+    )
 
     def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
         self._shared_rule: PHMRule | None = None

@@ -183,7 +183,8 @@ class LoraModel(DeltaBase):
     app_settings = {"lora_r": 8, "lora_alpha": 16}
     peft = PeftMapping("LORA", _read_peft_config, _write_peft_config, _read_peft_tensor, _write_peft_tensor)
     # 0.3's LoRA layer also carried an unused `lin` Linear whose tensors were saved; they never entered the output
-    legacy = LegacyMapping(tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),))
+    # (0.3's LoraModel did not pass `exclude_modules` on: it was ignored)
+    legacy = LegacyMapping(tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),), honours_exclude=False)
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

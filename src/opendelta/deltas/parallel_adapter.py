@@ -16,10 +16,12 @@ from torch import nn
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
-from ..errors import DeltaStateError, ModuleMatchError
+from ..errors import DeltaConfigError, DeltaStateError, ModuleMatchError
+from ..interop import LegacyMapping
 from ..matching import REGEX_PREFIX, is_delta_layer
 from ..registry import register_delta
 from ..site import Site
+from ..structures import LEGACY_MARK, find_targets
 from ._common import activation, check_activation, check_last_dim, first_input, input_dim, map_first_output, output_dim
 
 
@@ -29,12 +31,17 @@ class ParallelAdapterConfig(DeltaConfig):
 
     output_module: where the update is added, as a dotted path relative to the parent of each modified
     module (e.g. "output.dense" for BERT's "intermediate"); None adds it to the modified module's output.
+    paired: read `modified_modules` as (input module, output module) pairs, as OpenDelta 0.3 did: the k-th
+    module matched by entry 2i gets an adapter that reads its input and adds to the output of the k-th module
+    matched by entry 2i + 1 (["attn", "attn", "ff.w1", "ff.w2"]: one around attention, one from w1's input to
+    w2's output). None: pairs when an entry uses 0.3's "@" spelling or two consecutive entries are equal.
     """
 
     bottleneck_dim: int = 24
     non_linearity: str = "gelu_new"
     scaled: float = 1.0
     output_module: str | None = None
+    paired: bool | None = None
 
     def _validate(self) -> None:
         super()._validate()
@@ -96,8 +103,51 @@ class ParallelAdapterModel(DeltaBase):
     }
     default_learning_rate = 1e-2
     app_settings = {"bottleneck_dim": 8}
+    # 0.3: pairs (see `paired`), paired by a counter over the matched modules in model order; the layer kept its
+    # projections in a `modulelist` child; `scaled` never reached the layer (always 1; written as null)
+    legacy = LegacyMapping(
+        config_keys={"scaled": None},
+        tensor_renames=((r"\.parallel_adapter\.modulelist\.", ".parallel_adapter."),),
+        fit_config=lambda config, backbone, names, state: {**config, **_legacy_pairs(config, names)},
+    )
+    _pair_outputs: dict[str, tuple[str, nn.Module]] = {}
+
+    def _is_paired(self) -> bool:
+        cfg, mm = self.config, self.config.modified_modules or []
+        if cfg.paired is not None:
+            return cfg.paired and bool(mm)
+        return any(LEGACY_MARK in e for e in mm) or any(a == b for a, b in zip(mm, mm[1:]))
+
+    def resolve_targets(self) -> list[tuple[str, nn.Module]]:
+        self._pair_outputs = {}
+        if not self._is_paired():
+            return super().resolve_targets()
+        cfg, mm = self.config, self.config.modified_modules
+        if len(mm) % 2 or cfg.output_module is not None:
+            raise DeltaConfigError(
+                f"parallel_adapter: paired `modified_modules` {mm} must list (input module, output module) pairs "
+                f"(an even number of entries) and cannot be combined with `output_module`; set paired=False to "
+                f"read every entry as its own module."
+            )
+        targets: list[tuple[str, nn.Module]] = []
+        for a, b in zip(mm[::2], mm[1::2]):
+            ins = find_targets(self.backbone_model, [a], cfg.exclude_modules, cfg.common_structure)
+            outs = ins if a == b else find_targets(self.backbone_model, [b], cfg.exclude_modules, cfg.common_structure)
+            if len(ins) != len(outs):
+                raise ModuleMatchError(
+                    f"parallel_adapter: the pair ({a!r}, {b!r}) matches {len(ins)} input module(s) but {len(outs)} "
+                    f"output module(s); each input module needs its own output module."
+                )
+            for (in_name, in_module), out in zip(ins, outs):
+                if in_name in self._pair_outputs:
+                    raise ModuleMatchError(f"parallel_adapter: {in_name!r} is the input module of two pairs.")
+                self._pair_outputs[in_name] = out
+                targets.append((in_name, in_module))
+        return targets
 
     def _output_target(self, site: Site) -> tuple[str, nn.Module]:
+        if site.name in self._pair_outputs:
+            return self._pair_outputs[site.name]
         path = self.config.output_module
         if path is None:
             return site.name, site.module
@@ -150,3 +200,20 @@ class ParallelAdapterModel(DeltaBase):
 
         site.on_input(read_input, with_kwargs=True)
         site.on_output(add_update, target=out_module)
+
+
+def _legacy_pairs(config: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """0.3's pairing: a counter over the matched modules (model order) opens a pair on even counts and closes
+    it on odd ones, or at once when the entry at the count equals the next entry."""
+    entries = config["modified_modules"]
+    pairs: list[list[str]] = []
+    i = 0
+    for name in names:
+        if i % 2 == 0:
+            pairs.append([name])
+        if i % 2 == 1 or (i + 1 < len(entries) and entries[i] == entries[i + 1]):
+            pairs[-1].append(name)
+            i |= 1
+        i = (i + 1) % len(entries)
+    flat = [n for pair in pairs if len(pair) == 2 for n in pair]
+    return {"modified_modules": flat, "paired": True}

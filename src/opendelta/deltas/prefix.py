@@ -38,7 +38,8 @@ from torch import nn
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
-from ..errors import UnsupportedModuleError
+from ..errors import CheckpointError, UnsupportedModuleError
+from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import CACHE_ARGS, CallArgs, positional_names
@@ -54,12 +55,19 @@ _HEADS_ATTRS = ("num_key_value_heads", "num_heads", "n_heads", "num_attention_he
 @dataclass(repr=False)
 class PrefixConfig(DeltaConfig):
     """prefix_token_num: prefix positions per attention module; reparameterize: produce the prefixes with an
-    MLP (embed_dim -> mid_dim -> 2 * kv_dim per module) instead of holding them as plain tensors."""
+    MLP (embed_dim -> mid_dim -> 2 * kv_dim per module) instead of holding them as plain tensors.
+
+    legacy_position_bias: T5-style position bias as OpenDelta 0.3 computed it (set when loading a 0.3
+    checkpoint, so the function it was trained as is kept): a module with its own relative bias gives the
+    prefix the relative positions of the tokens before the input; the bias is then not handed on, so later
+    blocks run without position bias. Default: prefix columns get zero bias and the bias is handed on.
+    """
 
     prefix_token_num: int = 6
     reparameterize: bool = True
     embed_dim: int = 512
     mid_dim: int = 512
+    legacy_position_bias: bool = False
 
     def _validate(self) -> None:
         super()._validate()
@@ -235,6 +243,17 @@ class PrefixModel(DeltaBase):
     default_modules = {"*": ["attn"], "bert": ["attn.core"], "deberta-v2": ["attn.core"]}
     default_learning_rate = 1e-3
     _trunk: PrefixTrunk | None = None
+    # 0.3 hooked the block around the attention (T5 `layer.0`, BERT `attention`) and kept one MLP for all
+    # modules as `<first module>.reparams`: wte (our trunk's embedding), control_trans.0 (trunk's dense),
+    # control_trans.2 (rows [2*hidden*i, 2*hidden*(i+1)) are module i's key then value: our heads)
+    legacy = LegacyMapping(
+        fit_config=lambda config, backbone, names, state: {
+            **config,
+            "modified_modules": _attention_in(backbone, names),
+            "legacy_position_bias": True,
+        },
+        fit_state=lambda delta, state: _legacy_reparams(delta, state),
+    )
 
     def check_module(self, name: str, module: nn.Module) -> None:
         _require_transformers_5()
@@ -299,7 +318,9 @@ class PrefixModel(DeltaBase):
             # with no mask, sdpa is causal for multi-token queries of a causal module; eager does not mask at all
             causal = bool(is_causal) and q_len > 1 and _attn_implementation(module) == "sdpa"
             call.set(mask_arg, _extend_mask(call.get(mask_arg), tokens, q_len, past + q_len, causal, hidden, site.name))
-            if has_bias:
+            if has_bias and cfg.legacy_position_bias:
+                _legacy_position_bias(module, call, tokens, q_len, past, hidden)
+            elif has_bias:
                 _pad_position_bias(module, call, tokens, q_len, past)
             return tuple(call.args), call.kwargs
 
@@ -310,6 +331,8 @@ class PrefixModel(DeltaBase):
                     f"prefix on {site.name!r}: {type(module).__name__} computed attention without reading its keys "
                     f"through the cache's update(), so the prefix could not be added. This module is not supported."
                 )
+            if has_bias and cfg.legacy_position_bias and isinstance(output, tuple) and len(output) > 1:
+                return (output[0], None, *output[2:])  # 0.3 dropped the shared bias after a prefixed module
             if has_bias and isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
                 return (output[0], output[1][..., tokens:], *output[2:])  # hand on the real-length position bias
             return output
@@ -325,6 +348,20 @@ class PrefixModel(DeltaBase):
         return [root]
 
 
+def _legacy_position_bias(
+    module: nn.Module, call: CallArgs, tokens: int, q_len: int, past: int, like: torch.Tensor
+) -> None:
+    """OpenDelta 0.3 on T5: the prefix sits at the positions before the input (queries shifted by `tokens`);
+    a module without its own relative bias (it would have received the first one's) uses none."""
+    kv_len = tokens + past + q_len
+    if getattr(module, "has_relative_attention_bias", False):
+        device = module.relative_attention_bias.weight.device
+        bias = module.compute_bias(q_len, kv_len, device=device, past_seen_tokens=tokens + past)
+    else:
+        bias = torch.zeros((1, module.n_heads, q_len, kv_len), device=like.device, dtype=like.dtype)
+    call.set("position_bias", bias)
+
+
 def _pad_position_bias(module: nn.Module, call: CallArgs, tokens: int, q_len: int, past: int) -> None:
     """T5-style additive position bias: zero bias for the prefix columns (computed here when the module would)."""
     bias = call.get("position_bias")
@@ -335,3 +372,47 @@ def _pad_position_bias(module: nn.Module, call: CallArgs, tokens: int, q_len: in
     if bias is None:  # the module creates a zero bias of the full (prefixed) key length itself
         return
     call.set("position_bias", torch.cat([bias.new_zeros(*bias.shape[:-1], tokens), bias], dim=-1))
+
+
+def _is_attention(module: nn.Module) -> bool:
+    params = set(inspect.signature(module.forward).parameters)
+    return bool(params & set(CACHE_ARGS)) and bool(params & set(_MASK_ARGS)) and kv_geometry(module) is not None
+
+
+def _attention_in(backbone: nn.Module, names: list[str]) -> list[str]:
+    """The attention module this version hooks for each module 0.3 hooked (itself, or the first one inside)."""
+    out = []
+    for name in names:
+        found = [n for n, m in backbone.get_submodule(name).named_modules() if _is_attention(m)]
+        if not found:
+            raise CheckpointError(f"OpenDelta 0.3 put a prefix on {name!r}, which holds no attention module here.")
+        out.append(f"{name}.{found[0]}" if found[0] else name)
+    return out
+
+
+def _legacy_reparams(delta: DeltaBase, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    sites = [s for s in delta.sites if s.name]
+    keys = [k for k in state if ".reparams." in k]
+    if not keys:
+        return state
+    base = keys[0].split(".reparams.")[0] + ".reparams."
+    get = {k[len(base) :]: state.pop(k) for k in keys}
+    get.pop("input_tokens", None)
+    out = {
+        "prefix_trunk.embedding.weight": get.pop("wte.weight"),
+        "prefix_trunk.dense.weight": get.pop("control_trans.0.weight"),
+        "prefix_trunk.dense.bias": get.pop("control_trans.0.bias"),
+    }
+    weight, bias = get.pop("control_trans.2.weight"), get.pop("control_trans.2.bias")
+    rows = [2 * s.layers["prefix"].kv_heads * s.layers["prefix"].head_dim for s in sites]
+    if sum(rows) != weight.shape[0]:
+        raise CheckpointError(
+            f"OpenDelta 0.3 prefix MLP produces {weight.shape[0]} values per token, but the {len(sites)} attention "
+            f"module(s) here need {sum(rows)}; was it trained on another backbone?"
+        )
+    start = 0
+    for site, n in zip(sites, rows):
+        out[f"{site.name}.prefix.head.weight"] = weight[start : start + n]
+        out[f"{site.name}.prefix.head.bias"] = bias[start : start + n]
+        start += n
+    return {**state, **out, **{base + k: v for k, v in get.items()}}

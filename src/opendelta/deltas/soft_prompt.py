@@ -33,11 +33,28 @@ from torch import nn
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import ModuleMatchError, UnsupportedModuleError
+from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import CACHE_ARGS, CallArgs, positional_names
 
 _SEQUENCE_OUTPUTS = ("logits", "last_hidden_state")
+ROOT = "root"
+
+
+def _input_embedding(model: nn.Module) -> str:
+    """The raw name of the embedding a soft prompt goes on (the encoder's for encoder-decoder models)."""
+    getter = getattr(model, "get_input_embeddings", None)
+    if not callable(getter):
+        raise UnsupportedModuleError(f"soft_prompt needs a transformers model; {type(model).__name__} is not one.")
+    embedding = getter()
+    names = [n for n, m in model.named_modules(remove_duplicate=False) if m is embedding and n]
+    encoder = [n for n in names if n.startswith("encoder.")]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and encoder:
+        return encoder[0]
+    if not names:
+        raise ModuleMatchError(f"{type(model).__name__}.get_input_embeddings() is not one of its modules.")
+    return names[0]
 
 
 @dataclass(repr=False)
@@ -168,8 +185,20 @@ class SoftPromptModel(DeltaBase):
     default_learning_rate = 1e-2
     app_settings = {"soft_token_num": 20}  # 100 tokens would triple the demo's sequences
     supported_modules = (nn.Embedding,)
+    # 0.3 always addressed the root ("root") and hung `soft_prompt_layer` on the encoder (encoder-decoder) or the
+    # model; it extended the masks as this version does (`other_expand_ids` configures nothing here)
+    legacy = LegacyMapping(
+        config_keys={"other_expand_ids": None},
+        fit_config=lambda config, backbone, names, state: {**config, "modified_modules": [_input_embedding(backbone)]},
+        fit_state=lambda delta, state: {
+            (f"{delta.sites[0].name}.soft_prompt.soft_embeds" if k.endswith("soft_prompt_layer.soft_embeds") else k): v
+            for k, v in state.items()
+        },
+    )
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
+        if self.config.modified_modules == [ROOT]:  # OpenDelta 0.3's spelling: the model's input embedding
+            self.config = self.config.replace(modified_modules=[_input_embedding(self.backbone_model)])
         targets = super().resolve_targets()
         if len(targets) != 1:
             raise ModuleMatchError(

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ class Checkpoint:
     folder: Path
     source: str  # where it came from, for messages ("folder 'x'", "Hub repo 'Org/name' (revision main)")
     config: dict[str, Any]
+    _weights: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def delta_type(self) -> str | None:
@@ -54,14 +55,22 @@ class Checkpoint:
         """The config dict to build on `backbone_model` (PEFT drops targets that match nothing, as PEFT does)."""
         if self.format == PEFT:
             return peft.fit_to_backbone(self.config, backbone_model)
+        if self.format == LEGACY:  # 0.3's module names, resolved as 0.3 resolved them
+            return legacy.fit_config(self.config, backbone_model, self.load_weights())
         return dict(self.config)
 
     def load_weights(self) -> dict[str, torch.Tensor]:
         """The tensors, keyed as our delta's `delta_state_dict()`."""
         if self.format == PEFT:
             return peft.load_weights(self.folder, self.config)
-        state = ckpt.load_weights(self.folder)
-        return legacy.clean_state(state, self.delta_type) if self.format == LEGACY else state
+        if self._weights is None:
+            state = ckpt.load_weights(self.folder)
+            self._weights = legacy.clean_state(state, self.delta_type) if self.format == LEGACY else state
+        return dict(self._weights)
+
+    def fit_state(self, delta: Any, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` adapted to the delta built from `config_for(...)` (0.3 checkpoints: see legacy.fit_state)."""
+        return legacy.fit_state(delta, state) if self.format == LEGACY else state
 
     def fingerprint(self) -> dict[str, Any] | None:
         return ckpt.read_fingerprint(self.folder) if self.format == OPENDELTA else None

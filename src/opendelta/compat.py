@@ -1,0 +1,209 @@
+"""OpenDelta 0.3's API on the delta object, where it costs little; an error naming the replacement where the
+API changed on purpose. `DeltaBase` inherits `Legacy03Mixin`; the checks are functions `base` calls.
+
+What the mixin gives a delta (0.3 scripts use these): `parameters()` / `named_parameters()` (the delta's
+own parameters), `state_dict()` (delta tensors only), `to()`, `modified_modules`, `unfrozen_modules`,
+`default_modified_modules`, `trainable_parameters_names()`, `frozen_parameters_names()`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ._logging import logger
+from .errors import DeltaConfigError
+from .providers import provider
+from .stats import ModelStats, model_stats
+from .structures import find_backbone
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .base import DeltaBase
+
+#: 0.3 `save_finetuned` / `from_finetuned` keywords that are gone -> the exact replacement
+GONE_KEYWORDS = {
+    "push_to_dc": "`push_to_dc` is gone: the DeltaCenter service no longer exists; use `push_to_hub=True, repo_id=...`",
+    "center_args": "`center_args` is gone (DeltaCenter no longer exists); use `card_data={...}` for the model card",
+    "center_args_pool": "`center_args_pool` is gone (DeltaCenter no longer exists); use `card_data={...}`",
+    "list_tags": "`list_tags` is gone (DeltaCenter no longer exists); use `card_data={'tags': [...]}`",
+    "dict_tags": "`dict_tags` is gone (DeltaCenter no longer exists); use `card_data={...}`",
+    "delay_push": "`delay_push` is gone (DeltaCenter no longer exists); save with `save_finetuned(folder)` and "
+    "push later with `delta.push_to_hub(repo_id)`",
+    "test_result": "`test_result` is gone; use `results={...}` (written into the model card)",
+    "usage": "`usage` is gone; the model card's usage section is generated (edit README.md, keep it with "
+    "`overwrite_card=False`)",
+    "use_auth_token": "`use_auth_token` is gone; use `token=...`",
+    "save_function": "`save_function` is gone: checkpoints are written as safetensors; use `format='opendelta'` "
+    "or `format='peft'`",
+}
+
+
+def check_save_keywords(save_directory: Any, legacy: dict[str, Any]) -> Any:
+    """0.3's `save_finetuned` keywords: the folder (`finetuned_delta_path`), harmless ones are accepted, the
+    rest raise naming the replacement. Returns the folder."""
+    path = legacy.pop("finetuned_delta_path", None)
+    if save_directory is None:
+        save_directory = path
+    if save_directory is None:
+        raise TypeError("save_finetuned() needs the folder to save into: save_finetuned('path/to/folder')")
+    for key, value in legacy.items():
+        if key == "save_config":
+            if not value:
+                raise TypeError("`save_config=False` is gone: the config is always saved with the delta (drop it)")
+        elif key == "state_dict":
+            if value is not None:
+                raise TypeError(
+                    "`state_dict=` is gone: save_finetuned saves the delta's own tensors (and the modules "
+                    "left trainable by freeze_module); load other tensors with `delta.load_delta_state_dict(...)` "
+                    "before saving"
+                )
+        elif key in GONE_KEYWORDS:
+            if value not in (None, False, [], {}):
+                raise TypeError(GONE_KEYWORDS[key])
+        else:
+            raise TypeError(f"save_finetuned() got an unexpected keyword argument {key!r}")
+    return save_directory
+
+
+def check_load_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """0.3's `from_finetuned(delta_config=..., state_dict=...)`: raise naming the replacement."""
+    if kwargs.get("delta_config") is not None:
+        raise TypeError(
+            "`from_finetuned(delta_config=...)` is gone: build the delta from the config with "
+            "`AutoDeltaModel.from_config(delta_config, backbone_model)`, then `delta.load_delta_state_dict(state)`; "
+            "to change a few keys of a checkpoint's config pass them as keywords (`from_finetuned(path, model, "
+            "lora_dropout=0.0)`)"
+        )
+    if kwargs.get("state_dict") is not None:
+        raise TypeError(
+            "`from_finetuned(state_dict=...)` is gone: load the checkpoint, then "
+            "`delta.load_delta_state_dict(state_dict)`"
+        )
+    return {k: v for k, v in kwargs.items() if k not in ("delta_config", "state_dict")}
+
+
+def check_init_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """0.3's constructor keywords `backend`, `unfrozen_modules=None` (the rest are config keys, returned;
+    `interactive_modify` is handled by DeltaBase through the module picker)."""
+    kwargs = dict(kwargs)
+    backend = kwargs.pop("backend", "hf")
+    if backend != "hf":
+        raise DeltaConfigError(f"`backend={backend!r}` is gone: only PyTorch modules are supported (drop `backend`)")
+    if "unfrozen_modules" in kwargs and kwargs["unfrozen_modules"] is None:
+        del kwargs["unfrozen_modules"]  # 0.3's None meant the default ["deltas"]
+    return kwargs
+
+
+def closest_names(model: nn.Module, entry: str, n: int = 5) -> list[str]:
+    names = [name for name, _ in model.named_modules() if name]
+    tails = {".".join(name.split(".")[-k:]) for name in names for k in (1, 2, 3)}
+    return difflib.get_close_matches(entry, sorted(tails), n=n, cutoff=0.4)
+
+
+def warn_unmatched_exclude(model: nn.Module, entries: list[str]) -> None:
+    """0.3 ignored `freeze_module(exclude=[...])` entries that match nothing; say so, with the closest names."""
+    for entry in entries:
+        close = closest_names(model, entry)
+        logger.warning(
+            "freeze_module(exclude=...): %r matches no parameter of %s; ignored%s",
+            entry,
+            type(model).__name__,
+            f" (closest module names: {', '.join(close)})" if close else "",
+        )
+
+
+class Legacy03Mixin:
+    """OpenDelta 0.3's informative attributes and nn.Module-like methods on a delta (see the module doc)."""
+
+    backbone_model: nn.Module
+    config: Any
+
+    # ----- nn.Module-like ---------------------------------------------------------------------------
+    def named_parameters(self: DeltaBase, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, nn.Parameter]]:
+        """The delta's own parameters, keyed as in the backbone's state_dict."""
+        for name, layer in self.delta_modules():
+            for key, p in layer.named_parameters(recurse=recurse):
+                yield (f"{prefix}{name}.{key}", p)
+
+    def parameters(self: DeltaBase, recurse: bool = True) -> Iterator[nn.Parameter]:
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def state_dict(self: DeltaBase, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """The delta's tensors only (what `save_finetuned` stores)."""
+        return self.delta_state_dict()
+
+    def to(self: DeltaBase, *args: Any, **kwargs: Any) -> DeltaBase:
+        """Move / cast the delta layers (as `nn.Module.to`); returns the delta."""
+        for _, layer in self.delta_modules():
+            layer.to(*args, **kwargs)
+        return self
+
+    # ----- 0.3's informative attributes -----------------------------------------------------------
+    @property
+    def modified_modules(self: DeltaBase) -> list[str]:
+        return list(self.modified_module_names)
+
+    @property
+    def unfrozen_modules(self: DeltaBase) -> list[str]:
+        return list(self.config.unfrozen_modules)
+
+    @property
+    def default_modified_modules(self: DeltaBase) -> list[str] | dict[str, Any]:
+        """This type's default modules for the backbone's family (common names)."""
+        backbone = find_backbone(self.backbone_model)
+        family = backbone.family.name if backbone is not None else "*"
+        entry = self.default_modules.get(family, self.default_modules.get("*", []))
+        return entry.get("modified_modules", []) if isinstance(entry, dict) else list(entry)
+
+    def trainable_parameters_names(self: DeltaBase, module: nn.Module | None = None) -> list[str]:
+        root = module if module is not None else self.backbone_model
+        return [n for n, p in root.named_parameters() if p.requires_grad]
+
+    def frozen_parameters_names(self: DeltaBase, module: nn.Module | None = None) -> list[str]:
+        root = module if module is not None else self.backbone_model
+        return [n for n, p in root.named_parameters() if not p.requires_grad]
+
+    # ----- report -----------------------------------------------------------------------------------
+    def log(
+        self: DeltaBase,
+        module: nn.Module | None = None,
+        delta_ratio: bool = True,
+        trainable_ratio: bool = True,
+        visualization: bool = True,
+        cuda_memory: bool = True,
+        print_report: bool = True,
+    ) -> ModelStats:
+        """Print (and log at INFO level) the backbone's tree with the delta (`visualization`), parameter counts
+        and ratios, parameter memory and peak accelerator memory; return the numbers (`stats["trainable"]`,
+        `stats.delta_ratio`, ...; also kept in `self.stat`, as in 0.3). `module` restricts the counts to a
+        submodule; the other keywords leave parts out of the report (0.3's spelling); `print_report=False` only
+        logs."""
+        root = module if module is not None else self.backbone_model
+        stats = model_stats(root, self.delta_parameters())
+        lines = [f"{self.delta_type} delta on {stats.model_class} ({len(self.sites)} modified module(s))"]
+        if trainable_ratio:
+            lines.append(f"trainable parameters: {stats.trainable:,} / {stats.total:,} ({stats.trainable_ratio:.4%})")
+        if delta_ratio:
+            lines.append(f"delta parameters: {stats.delta:,} / {stats.total:,} ({stats.delta_ratio:.4%})")
+        if cuda_memory:
+            lines.append(stats.memory_line())
+        report = "\n".join(lines)
+        if visualization and print_report:
+            provider("structure_graph")(root)
+        if print_report:
+            print(report)
+        logger.info(
+            "%s delta on %s (%d modified module(s)): parameters %s; %s",
+            self.delta_type,
+            stats.model_class,
+            len(self.sites),
+            stats.counts_line(),
+            stats.memory_line(),
+        )
+        self.stat = stats.to_dict()
+        return stats

@@ -1,0 +1,152 @@
+"""OpenDelta 0.3 scripts on this version: 0.3 spellings work or raise naming the replacement, and none of 0.3's
+meanings silently changed (parallel_adapter pairs, unfrozen_modules, modified_modules=[], 0.3 common names in
+0.3 checkpoints). Ported from 0.3's documented usage (quickstart, save / load, unified names), on tiny models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from opendelta import AdapterModel, AutoDeltaConfig, AutoDeltaModel, LoraModel, ParallelAdapterModel, SoftPromptModel
+from opendelta.errors import DeltaConfigError
+from opendelta.utils.inspect import inspect_module_statistics, inspect_optimizer_statistics
+from tiny import build, inputs_for, run
+
+CORPUS = Path(__file__).parent / "fixtures" / "legacy03" / "ckpt"
+
+
+# ----- silent meaning changes ------------------------------------------------------------------------------
+def test_parallel_adapter_0_3_pair_syntax_builds_pairs():
+    model = build("t5")
+    delta = ParallelAdapterModel(model, modified_modules=["attn@", "attn@", "ff@.w1@", "ff@.w2@"], bottleneck_dim=4)
+    # one adapter around each self-attention and one from wi's input to wo's output per block (4 blocks): 8, not 12
+    assert len(delta.sites) == 8
+    wi = [s for s in delta.sites if s.name.endswith("DenseReluDense.wi")]
+    assert len(wi) == 4
+    with torch.no_grad():
+        for p in delta.parameters():
+            p.add_(0.3)
+    seen = {}
+    name = wi[0].name
+    module = model.get_submodule(name)
+    out_module = model.get_submodule(name.rsplit(".", 1)[0] + ".wo")
+    h1 = module.register_forward_hook(lambda m, a, o: seen.__setitem__("wi", o.clone()))
+    h2 = out_module.register_forward_hook(lambda m, a, o: seen.__setitem__("wo", o.clone()))
+    run(model, "t5", inputs_for("t5"))
+    h1.remove(), h2.remove()
+    # the update is added to wo's output, never to wi's
+    x = {}
+    h = module.register_forward_pre_hook(lambda m, a: x.__setitem__("in", a[0]))
+    run(model, "t5", inputs_for("t5"))
+    h.remove()
+    assert torch.allclose(seen["wi"], torch.nn.functional.linear(x["in"], module.weight))
+    assert delta.config.paired is None and delta._is_paired()
+
+
+def test_parallel_adapter_plain_entries_stay_independent():
+    delta = ParallelAdapterModel(build("t5"), modified_modules=["DenseReluDense.wi"], bottleneck_dim=4)
+    assert not delta._is_paired() and len(delta.sites) == 4
+
+
+def test_freeze_module_honours_config_unfrozen_modules():
+    model = build("bert")
+    delta = LoraModel(model, modified_modules=["query"], unfrozen_modules=["deltas", "classifier"])
+    delta.freeze_module()
+    assert model.classifier.weight.requires_grad and model.classifier.bias.requires_grad
+    assert not model.bert.embeddings.word_embeddings.weight.requires_grad
+    assert all(p.requires_grad for p in delta.parameters())
+
+
+def test_empty_modified_modules_modifies_nothing(caplog):
+    model = build("bert")
+    before = run(model, "bert", inputs_for("bert"))
+    with caplog.at_level(logging.WARNING, logger="opendelta"):
+        delta = AdapterModel(model, modified_modules=[])
+    assert delta.sites == [] and "modifies no module" in caplog.text
+    torch.testing.assert_close(run(model, "bert", inputs_for("bert")), before)
+
+
+def test_0_3_common_names_in_a_0_3_checkpoint_keep_their_0_3_meaning(tmp_path):
+    # 0.3's "attn@" on T5 is the whole `layer.0` sub-layer (this version's "attn" is SelfAttention)
+    model = build("t5")
+    delta = AutoDeltaModel.from_finetuned(CORPUS / "adapter-t5-common", model, check_hash=False)
+    assert delta.modified_module_names[0] == "encoder.block.0.layer.0"
+    assert all(n.endswith(("layer.0", "layer.1", "layer.2")) for n in delta.modified_module_names)
+
+
+def test_0_3_whole_model_bin_loads_the_delta_and_says_so_once(caplog):
+    with caplog.at_level(logging.WARNING, logger="opendelta"):
+        AutoDeltaModel.from_finetuned(CORPUS / "lora-bert-full_state_dict", build("bert"), check_hash=False)
+    assert sum("whole model" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_0_3_trained_classifier_becomes_an_unfrozen_module():
+    model = build("bert")
+    delta = AutoDeltaModel.from_finetuned(CORPUS / "lora-bert-classifier", model, check_hash=False)
+    assert "bert.classifier" not in delta.config.unfrozen_modules and "classifier" in delta.config.unfrozen_modules
+    assert not model.training  # from_finetuned leaves the backbone in eval mode, as 0.3 did
+
+
+# ----- 0.3 scripts ------------------------------------------------------------------------------------------
+def test_from_dict_of_script_arguments():
+    args = argparse.Namespace(delta_type="lora", lora_r=4, learning_rate=1e-3, output_dir="out")
+    with pytest.raises(DeltaConfigError, match="return_unused_kwargs=True"):
+        AutoDeltaConfig.from_dict(vars(args))
+    config, unused = AutoDeltaConfig.from_dict(vars(args), return_unused_kwargs=True)
+    assert config.lora_r == 4 and unused == {"learning_rate": 1e-3, "output_dir": "out"}
+
+
+def test_quickstart_log_save_and_load(tmp_path, capsys):
+    model = build("t5")
+    delta = LoraModel(backbone_model=model, modified_modules=["SelfAttention.q"], interactive_modify=False,
+                      backend="hf", unfrozen_modules=None, lora_r=4)  # fmt: skip
+    delta.freeze_module(exclude=["deltas", "layernorm_embedding"])  # a name from another family: warned
+    stats = delta.log(delta_ratio=True, trainable_ratio=True, visualization=True, cuda_memory=True)
+    printed = capsys.readouterr().out
+    assert "trainable parameters" in printed and "lora" in printed and delta.stat["trainable"] == stats.trainable
+    delta.log(module=model.encoder, visualization=False)
+    folder = delta.save_finetuned(finetuned_delta_path=tmp_path / "d", save_config=True, push_to_dc=False)
+    with pytest.raises(TypeError, match=r"`push_to_dc` is gone.*push_to_hub=True, repo_id=\.\.\."):
+        delta.save_finetuned(tmp_path / "e", push_to_dc=True)
+    with pytest.raises(TypeError, match="use `token=...`"):
+        delta.save_finetuned(tmp_path / "e", use_auth_token="x")
+    with pytest.raises(TypeError, match="load_delta_state_dict"):
+        AutoDeltaModel.from_finetuned(folder, build("t5"), state_dict={})
+    with pytest.raises(DeltaConfigError, match="backend"):
+        LoraModel(build("t5"), modified_modules=["q"], backend="bmt")
+    loaded = AutoDeltaModel.from_finetuned(folder, build("t5"))
+    assert loaded.delta_state_dict().keys() == delta.delta_state_dict().keys()
+
+
+def test_delta_object_is_module_like():
+    model = build("bert")
+    delta = LoraModel(model, modified_modules=["query", "value"], lora_r=4)
+    names = [n for n, _ in delta.named_parameters()]
+    assert names and all(".lora." in n for n in names)
+    assert sum(p.numel() for p in delta.parameters()) == delta.num_delta_parameters()
+    assert delta.state_dict().keys() == delta.delta_state_dict().keys()
+    assert delta.to(torch.float64) is delta and all(p.dtype == torch.float64 for p in delta.parameters())
+    assert delta.modified_modules == delta.modified_module_names and delta.unfrozen_modules == ["deltas"]
+    assert delta.default_modified_modules == ["attn.q", "attn.v"]
+    delta.freeze_module()
+    assert set(delta.trainable_parameters_names()) == set(names)
+    assert set(delta.frozen_parameters_names()).isdisjoint(names)
+
+
+def test_soft_prompt_root_spelling():
+    delta = SoftPromptModel(build("bert"), modified_modules=["root"], soft_token_num=3)
+    assert delta.modified_module_names == ["bert.embeddings.word_embeddings"]
+
+
+def test_utils_inspect_helpers():
+    model = build("bert")
+    delta = LoraModel(model, modified_modules=["query"], lora_r=4)
+    delta.freeze_module()
+    stats = inspect_module_statistics(model, verbose=False)
+    assert stats["trainable_parameters"] == delta.num_delta_parameters() and stats["cudamem"] >= 0
+    opt = torch.optim.AdamW(delta.parameters(), lr=1e-3)
+    assert inspect_optimizer_statistics(opt, verbose=False)["parameters"] == delta.num_delta_parameters()
