@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from ._logging import logger
 from .config import DeltaConfig
 from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 from .fingerprint import Fingerprint, fingerprint_model
+from .guard import BackboneGuard
 from .interop import LegacyMapping, PeftMapping
 from .matching import delta_layer_prefixes, inside_any, parameters_under
 from .providers import provider
@@ -75,7 +75,7 @@ class DeltaBase:
         self.sites: list[Site] = []
         self._attached = False
         self._merged = False
-        self._state_dict_hook: RemovableHandle | None = None
+        self._guard: BackboneGuard | None = None  # state_dict filter + save_pretrained route (guard.py)
         self._attach_new()
 
     # ----- construction -------------------------------------------------------------------
@@ -172,6 +172,7 @@ class DeltaBase:
             self.unmerge()
         for site in self.sites:
             site.deactivate()
+        self._remove_guard()  # the state_dict filter goes with the delta
         self._attached = False
 
     def attach(self) -> None:
@@ -190,6 +191,7 @@ class DeltaBase:
                 for layer in site.layers.values():
                     layer.merge_into(site.module)
                 site.remove_hooks()
+        self._remove_guard()  # the weights now hold the delta: state_dict / save_pretrained save them all
         self._merged = True
 
     def unmerge(self) -> None:
@@ -213,9 +215,7 @@ class DeltaBase:
         self.merge()
         for site in self.sites:
             site.deactivate()
-        if self._state_dict_hook is not None:
-            self._state_dict_hook.remove()
-            self._state_dict_hook = None
+        self._remove_guard()
         self.sites = []
         self._attached = self._merged = False
         return self.backbone_model
@@ -250,8 +250,10 @@ class DeltaBase:
         """Freeze every parameter except the deltas and the modules named in `exclude`.
 
         `exclude` entries use the module addressing rules; "deltas" stands for every delta layer on the
-        backbone. With `set_state_dict=True` the backbone's `state_dict()` then holds trainable tensors only.
-        The names are remembered in `config.unfrozen_modules` and saved with the delta.
+        backbone. With `set_state_dict=True` the backbone's `state_dict()` then holds trainable tensors only
+        (until `detach()`, `merge()` or `freeze_module(set_state_dict=False)`), and `save_pretrained` writes the
+        complete model plus the delta's files instead of that filtered state (see `guard.py`). The names are
+        remembered in `config.unfrozen_modules` and saved with the delta.
         """
         exclude = list(exclude) if exclude is not None else [DELTAS_KEYWORD]
         root = module if module is not None else self.backbone_model
@@ -273,19 +275,29 @@ class DeltaBase:
         if other and not matched_any:
             raise ModuleMatchError(f"freeze_module(exclude={exclude}): {other} match no parameter of the backbone.")
         self.config.unfrozen_modules = exclude
-        if set_state_dict:
-            self._set_trainable_state_dict()
+        self._set_trainable_state_dict(set_state_dict)
 
-    def _set_trainable_state_dict(self) -> None:
-        if self._state_dict_hook is not None:
-            self._state_dict_hook.remove()
+    def _set_trainable_state_dict(self, on: bool = True) -> None:
+        mode = self._guard.save_mode if self._guard is not None else "model"
+        self._remove_guard()
+        if on or mode != "model":  # "delta" mode (OpenDeltaCallback) keeps routing save_pretrained
+            self._guard = BackboneGuard(self, filter_state_dict=on, save_mode=mode)
 
-        def only_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-            trainable = {prefix + n for n, p in module.named_parameters() if p.requires_grad}
-            for key in [k for k in state_dict if k.startswith(prefix) and k not in trainable]:
-                del state_dict[key]
+    def set_save_mode(self, mode: str) -> None:
+        """What `backbone.save_pretrained(dir)` writes while this delta is attached: "model" (the complete model
+        plus the delta's files; what `freeze_module(set_state_dict=True)` sets) or "delta" (a delta checkpoint
+        folder, plus the trainable tensors as `model.safetensors` for a Trainer's resume; what
+        `OpenDeltaCallback` sets). Removed on `detach()` / `merge()`."""
+        if not self._attached or self._merged:
+            raise DeltaStateError("set_save_mode needs an attached, unmerged delta.")
+        on = self._guard.filter_state_dict if self._guard is not None else False
+        self._remove_guard()
+        self._guard = BackboneGuard(self, filter_state_dict=on, save_mode=mode)
 
-        self._state_dict_hook = self.backbone_model._register_state_dict_hook(only_trainable)
+    def _remove_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.remove()
+            self._guard = None
 
     def num_trainable_parameters(self, module: nn.Module | None = None) -> int:
         return count_parameters(module if module is not None else self.backbone_model, trainable_only=True)

@@ -92,7 +92,9 @@ def save_delta(
     return path
 
 
-def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], None]]:
+def _opendelta_writer(
+    delta: DeltaBase, config_name: str = io.CONFIG_NAME
+) -> tuple[DeltaConfig, Callable[[Path], None]]:
     fp = delta.fingerprint()
     config = delta.config.replace(**backbone_identity(delta), backbone_hash=fp.root, hash_algorithm=fp.algorithm)
     meta = {
@@ -108,7 +110,7 @@ def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], N
         (tmp / io.FINGERPRINT_NAME).write_text(
             io.json_text({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8"
         )
-        (tmp / io.CONFIG_NAME).write_text(io.json_text({**config.to_dict(), **meta}), encoding="utf-8")
+        (tmp / config_name).write_text(io.json_text({**config.to_dict(), **meta}), encoding="utf-8")
 
     return config, write
 
