@@ -26,7 +26,7 @@ from .interop import LegacyMapping, PeftMapping
 from .matching import delta_layer_prefixes, inside_any, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
-from .site import Site
+from .site import HALF_TO_FLOAT32, Site
 from .stats import ModelStats, count_parameters, model_stats
 from .structures import default_settings, find_targets
 
@@ -128,11 +128,15 @@ class DeltaBase:
         for name, module in targets:
             self.check_module(name, module)
         sites = []
-        for name, module in targets:
-            site = Site(name, module)
-            self.build_site(site)
-            sites.append(site)
-        sites.extend(self.build_model_sites())
+        policy = HALF_TO_FLOAT32.set(self.config.delta_dtype == "float32")
+        try:
+            for name, module in targets:
+                site = Site(name, module)
+                self.build_site(site)
+                sites.append(site)
+            sites.extend(self.build_model_sites())
+        finally:
+            HALF_TO_FLOAT32.reset(policy)
         self.sites = sites
         self._activate_all()
         logger.info(
