@@ -66,7 +66,8 @@ class DeltaConfig:
     common_structure: interpret names in the common vocabulary (None: decide automatically).
     delta_dtype: "float32" (default): delta parameters on a float16 / bfloat16 backbone are float32 (the forward
         casts); "backbone": they take the backbone's dtype.
-    backbone_*: filled in at save time to identify the model the delta was trained on.
+    backbone_*: filled in at save time to identify the model the delta was trained on; `backbone_kwargs` holds the
+        `from_pretrained` keywords its task head needs (num_labels, id2label, label2id) when the head was trained.
     """
 
     delta_type: ClassVar[str] = ""
@@ -78,6 +79,7 @@ class DeltaConfig:
     delta_dtype: Literal["float32", "backbone"] = "float32"
     backbone_class: str | None = None
     backbone_checkpoint_name: str | None = None
+    backbone_kwargs: dict[str, Any] | None = None
     backbone_hash: str | None = None
     hash_algorithm: str | None = None
 

@@ -35,7 +35,28 @@ def backbone_identity(delta: DeltaBase) -> dict[str, Any]:
     """The config keys that name the backbone a delta was trained on."""
     bb = delta.backbone_model
     name = getattr(bb, "name_or_path", None) or getattr(getattr(bb, "config", None), "_name_or_path", None)
-    return {"backbone_class": type(bb).__name__, "backbone_checkpoint_name": name or None}
+    return {
+        "backbone_class": type(bb).__name__,
+        "backbone_checkpoint_name": name or None,
+        "backbone_kwargs": head_kwargs(delta),
+    }
+
+
+def head_kwargs(delta: DeltaBase) -> dict[str, Any] | None:
+    """The `from_pretrained` keywords of a trained task head (num_labels, id2label, label2id), or None when the
+    delta trains no module besides its own layers or the backbone has no labels."""
+    cfg = getattr(delta.backbone_model, "config", None)
+    id2label = getattr(cfg, "id2label", None)
+    if not id2label or not [m for m in delta.config.unfrozen_modules if m != "deltas"]:
+        return None
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    return {
+        "num_labels": len(id2label),
+        "id2label": {str(k): v for k, v in sorted(id2label.items())},
+        "label2id": {v: k for k, v in sorted(id2label.items())},
+        # a saved model with another head size loads anyway: the checkpoint brings the trained head
+        "ignore_mismatched_sizes": True,
+    }
 
 
 def save_delta(
@@ -186,7 +207,12 @@ def _attach_checkpoint(
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
     try:
-        delta.load_delta_state_dict(state)
+        try:
+            delta.load_delta_state_dict(state)
+        except CheckpointError as exc:
+            if "has shape" not in str(exc):
+                raise
+            raise CheckpointError(f"{exc}{_head_advice(config)}") from None
         if not check_hash:
             logger.info("hash check skipped (check_hash=False)")
         elif checkpoint.format == PEFT:
@@ -199,8 +225,35 @@ def _attach_checkpoint(
                 params[k].copy_(v)
         delta.detach()
         raise
+    _restore_labels(backbone_model, config.backbone_kwargs)
     logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
     return delta
+
+
+def _head_advice(config: DeltaConfig) -> str:
+    kwargs = config.backbone_kwargs
+    if not kwargs:
+        return ""
+    args = ", ".join(f"{k}={_literal(k, v)}" for k, v in kwargs.items())
+    return (
+        f" This delta was trained with a task head of {kwargs.get('num_labels')} labels: load the backbone with "
+        f"{config.backbone_class or 'its class'}.from_pretrained(..., {args})."
+    )
+
+
+def _literal(key: str, value: Any) -> str:
+    if key == "id2label" and isinstance(value, dict):
+        return repr({int(k): v for k, v in value.items()})
+    return repr(value)
+
+
+def _restore_labels(backbone: nn.Module, kwargs: dict[str, Any] | None) -> None:
+    """Give the backbone's config the label names the delta was trained with (same number of labels)."""
+    cfg = getattr(backbone, "config", None)
+    if not kwargs or cfg is None or getattr(cfg, "num_labels", None) != kwargs.get("num_labels"):
+        return
+    cfg.id2label = {int(k): v for k, v in kwargs["id2label"].items()}
+    cfg.label2id = dict(kwargs["label2id"])
 
 
 def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:

@@ -170,7 +170,11 @@ def load_backbone(backbone: str, labels: Sequence[str]) -> nn.Module:
 
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+        backbone,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,  # a saved classifier with another number of labels gets a new head
     )
     return model
 
