@@ -18,6 +18,7 @@ from typing import Any
 
 from . import io
 from ._logging import logger
+from .distributed import full_tensor, is_writer
 from .errors import DeltaStateError
 from .guard import BackboneGuard
 from .persistence import _opendelta_writer
@@ -50,13 +51,12 @@ def save_pretrained_with_delta(
                 f"would lose them. Freeze them, or name their modules in "
                 f"delta.freeze_module(exclude=['deltas', ...])."
             )
-        if not is_main_process:
-            return None
-        path = delta.save_finetuned(save_directory)
-        state = delta.delta_state_dict()
+        path = delta.save_finetuned(save_directory)  # every rank: gathers sharded tensors, rank 0 writes
+        state = {k: full_tensor(v) for k, v in delta.delta_state_dict().items()}
         if state_dict is not None:  # e.g. tensors an engine gathered from shards
             state.update({k: v for k, v in state_dict.items() if k in state})
-        io.save_weights(state, path / TRAINER_WEIGHTS_NAME)
+        if is_main_process and is_writer():
+            io.save_weights(state, path / TRAINER_WEIGHTS_NAME)
         logger.info("saved a delta checkpoint (and the trainable tensors for the Trainer) to %s", path)
         return None
     full = guard.full_state_dict()

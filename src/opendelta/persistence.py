@@ -19,6 +19,7 @@ from . import io, publishing
 from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
+from .distributed import barrier, full_tensor, is_writer
 from .errors import CheckpointError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, Fingerprint
 from .formats import PEFT, Checkpoint, open_checkpoint, peft
@@ -104,7 +105,11 @@ def save_delta(
         if not keep_card:
             (tmp / publishing.CARD_NAME).write_text(card, encoding="utf-8")
 
-    path = io.write_folder(save_directory, write)
+    if is_writer():  # under torch.distributed every rank gathers, rank 0 writes
+        path = io.write_folder(save_directory, write)
+    else:
+        path = Path(save_directory).resolve()
+    barrier()
     if format == "opendelta":
         delta.config = config
     logger.info("saved %s delta in %s format to %s", delta.delta_type, format, path)
@@ -124,7 +129,7 @@ def _opendelta_writer(
         "torch_version": torch.__version__.split("+")[0],
         "format_version": 1,
     }
-    state = delta.delta_state_dict()
+    state = {k: full_tensor(v) for k, v in delta.delta_state_dict().items()}  # whole tensors under FSDP2
 
     def write(tmp: Path) -> None:
         io.save_weights(state, tmp / io.WEIGHTS_NAME)
