@@ -105,3 +105,48 @@ def test_two_processes_equal_one_and_the_checkpoint_loads(engine, two_process_ru
     # onto an unwrapped model, hash-checked against the fingerprint of the model as trained (gathered whole)
     loaded = AutoDeltaModel.from_finetuned(two_process_run / engine, backbone_model=build("bert"))
     assert all(torch.equal(v, saved[k]) for k, v in loaded.delta_state_dict().items())
+
+
+def test_train_app_under_torchrun_equals_one_process(tmp_path):
+    """`opendelta train` unchanged under torchrun: 2 ranks split each global batch; no dropout, so the delta equals
+    the one-process run's."""
+    import csv
+    import subprocess
+    import sys
+
+    import transformers
+    from safetensors.torch import load_file
+
+    from tiny import bert_config
+
+    backbone = tmp_path / "tiny-bert"
+    backbone.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "great", "bad", "awful", "the", "movie", "was"]
+    (backbone / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(backbone / "vocab.txt")).save_pretrained(backbone)
+    torch.manual_seed(0)
+    config = bert_config(vocab_size=len(words), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    transformers.BertForSequenceClassification(config).save_pretrained(backbone)
+    data = tmp_path / "reviews.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i in range(80):
+            writer.writerow([f"the movie was {words[5 + i % 4]}", "pos" if i % 4 < 2 else "neg"])
+    common = ["--backbone", str(backbone), "--data", str(data), "--text-column", "text", "--label-column", "label"]
+    common += ["--epochs", "1", "--batch-size", "8", "--max-length", "8", "--no-progress", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), *sys.path])}
+    app = ["-m", "opendelta.app.train_cli"]
+    one = subprocess.run([sys.executable, *app, *common, "--output", str(tmp_path / "one")], env=env)
+    assert one.returncode == 0
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    launcher += ["--master_port", str(_free_port())]
+    two = subprocess.run([*launcher, *app, *common, "--output", str(tmp_path / "two")], env=env)
+    assert two.returncode == 0
+    a = load_file(str(tmp_path / "one" / "delta_model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "delta_model.safetensors"))
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"opendelta train, torchrun 2 ranks: max |diff| vs one process = {diff:.2e}")
+    assert diff < 1e-4
+    results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("one", "two")]
+    assert results[0]["test_accuracy"] == results[1]["test_accuracy"]

@@ -184,3 +184,27 @@ def test_callback_refuses_a_trained_weight_outside_the_delta(tmp_path):
             model.save_pretrained(tmp_path / "x")
     finally:
         callback.close()
+
+
+def test_enable_input_require_grads_lets_a_checkpointed_delta_learn():
+    from torch.utils.checkpoint import checkpoint
+
+    from opendelta.integrations.checkpointing import enable_input_require_grads
+
+    torch.manual_seed(0)
+    embed, block = torch.nn.Embedding(10, 8), torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    model = torch.nn.ModuleDict({"embed": embed, "block": block})
+    delta = AutoDeltaModel.from_config(
+        AutoDeltaConfig.from_dict({"delta_type": "lora", "modified_modules": ["block.0"]}), backbone_model=model
+    )
+    delta.freeze_module(exclude=["deltas"], set_state_dict=False)
+
+    def loss() -> torch.Tensor:
+        return checkpoint(block, embed(torch.tensor([[1, 2, 3]])), use_reentrant=True).sum()
+
+    with pytest.raises(RuntimeError, match="does not require grad"):  # reentrant: the delta is cut off
+        loss().backward()
+    handle = enable_input_require_grads(embed)
+    loss().backward()
+    handle.remove()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in delta.delta_parameters())
