@@ -23,7 +23,7 @@ API (every function takes the same three leading arguments and raises AssertionE
                                    backbone untouched; check_hash=False then loads it
     check_merge(...)               merge() equals the unmerged output (atol 1e-5) and unmerge() restores;
                                    for non-mergeable types, merge() raises DeltaStateError
-    check_dtype(..., dtype=torch.bfloat16)  attach to a half-precision backbone: delta follows dtype, runs
+    check_dtype(...)   half-precision backbones: float32 deltas, finite AdamW step; delta_dtype="backbone"
     check_all(family, delta_type, config, tmp_path, identity_atol=None)  all of the above
 
 Example:  check_all("bert", "adapter", {"modified_modules": ["output.dense"]}, tmp_path, identity_atol=0)
@@ -266,7 +266,23 @@ def check_merge(family: str, delta_type: str, config: dict, atol: float = 1e-5) 
 
 
 def check_dtype(family: str, delta_type: str, config: dict, dtype: torch.dtype = torch.bfloat16) -> None:
-    model, delta = make(family, delta_type, config, dtype=dtype)
+    """Half-precision backbones: float32 delta parameters by default (the forward casts), a default AdamW step in
+    float16 and bfloat16 stays finite; `delta_dtype="backbone"` makes the delta follow the backbone's dtype."""
+    for half in (torch.float16, torch.bfloat16):
+        model, delta = make(family, delta_type, config, dtype=half)
+        assert all(p.dtype == torch.float32 for p in delta.delta_parameters())
+        perturb(delta, scale=0.1)
+        out = _out(model, family)
+        assert out.dtype == half and torch.isfinite(out.float()).all()
+        params = list(delta.delta_parameters())
+        for p in model.parameters():
+            p.requires_grad_(any(p is q for q in params))
+        optimizer = torch.optim.AdamW(params)  # defaults: eps 1e-8 underflows in float16, not in float32
+        loss_of(run(model, family, _inputs(model, family))).backward()
+        optimizer.step()
+        assert all(torch.isfinite(p).all() for p in params), f"{delta_type} on {half} backbone: non-finite step"
+        assert torch.isfinite(_out(model, family).float()).all()
+    model, delta = make(family, delta_type, {**config, "delta_dtype": "backbone"}, dtype=dtype)
     assert all(p.dtype == dtype for p in delta.delta_parameters())
     perturb(delta, scale=0.1)
     out = _out(model, family)

@@ -92,7 +92,7 @@ def test_unfrozen_modules_are_trained_and_saved(tmp_ckpt):
 def test_half_precision_roundtrip_and_dtype_change_detected(dtype, tmp_ckpt):
     model = build("llama").to(dtype)
     delta = LoraModel(model, modified_modules=TARGETS["llama"], lora_r=2)
-    assert all(p.dtype == dtype for p in delta.delta_parameters())
+    assert all(p.dtype == torch.float32 for p in delta.delta_parameters())  # float32 deltas on half backbones
     with torch.no_grad():
         for p in delta.delta_parameters():
             p.normal_()

@@ -2,6 +2,7 @@
 
 from . import (
     deltas,  # noqa: F401  (registers the built-in delta types)
+    model_save,  # noqa: F401  (implements save_pretrained of a backbone that carries a delta)
     persistence,  # noqa: F401  (implements DeltaBase.save_finetuned / from_finetuned)
     picker,  # noqa: F401  (the module picker: implements `interactive_modify=`)
 )

@@ -16,18 +16,18 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.hooks import RemovableHandle
 
 from ._logging import logger
 from .compat import Legacy03Mixin, check_init_keywords, check_load_keywords, check_save_keywords, warn_unmatched_exclude
 from .config import DeltaConfig
 from .errors import CheckpointError, DeltaConfigError, DeltaStateError, UnsupportedModuleError
 from .fingerprint import Fingerprint, fingerprint_model
+from .guard import BackboneGuard
 from .interop import LegacyMapping, PeftMapping
 from .matching import delta_layer_prefixes, inside_any, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
-from .site import Site
+from .site import HALF_TO_FLOAT32, Site
 from .stats import count_parameters
 from .structures import default_settings, find_targets
 
@@ -80,7 +80,7 @@ class DeltaBase(Legacy03Mixin):
         self.sites: list[Site] = []
         self._attached = False
         self._merged = False
-        self._state_dict_hook: RemovableHandle | None = None
+        self._guard: BackboneGuard | None = None  # state_dict filter + save_pretrained route (guard.py)
         self._attach_new()
 
     # ----- construction -------------------------------------------------------------------
@@ -136,11 +136,15 @@ class DeltaBase(Legacy03Mixin):
         for name, module in targets:
             self.check_module(name, module)
         sites = []
-        for name, module in targets:
-            site = Site(name, module)
-            self.build_site(site)
-            sites.append(site)
-        sites.extend(self.build_model_sites())
+        policy = HALF_TO_FLOAT32.set(self.config.delta_dtype == "float32")
+        try:
+            for name, module in targets:
+                site = Site(name, module)
+                self.build_site(site)
+                sites.append(site)
+            sites.extend(self.build_model_sites())
+        finally:
+            HALF_TO_FLOAT32.reset(policy)
         self.sites = sites
         self._activate_all()
         logger.info(
@@ -180,6 +184,7 @@ class DeltaBase(Legacy03Mixin):
             self.unmerge()
         for site in self.sites:
             site.deactivate()
+        self._remove_guard()  # the state_dict filter goes with the delta
         self._attached = False
 
     def attach(self) -> None:
@@ -198,6 +203,7 @@ class DeltaBase(Legacy03Mixin):
                 for layer in site.layers.values():
                     layer.merge_into(site.module)
                 site.remove_hooks()
+        self._remove_guard()  # the weights now hold the delta: state_dict / save_pretrained save them all
         self._merged = True
 
     def unmerge(self) -> None:
@@ -221,9 +227,7 @@ class DeltaBase(Legacy03Mixin):
         self.merge()
         for site in self.sites:
             site.deactivate()
-        if self._state_dict_hook is not None:
-            self._state_dict_hook.remove()
-            self._state_dict_hook = None
+        self._remove_guard()
         self.sites = []
         self._attached = self._merged = False
         return self.backbone_model
@@ -260,7 +264,9 @@ class DeltaBase(Legacy03Mixin):
         `exclude` entries use the module addressing rules; "deltas" stands for every delta layer on the
         backbone. Default: `config.unfrozen_modules` (["deltas"] unless the config says more); an entry
         that matches nothing is ignored with a warning naming the closest modules. With `set_state_dict=True`
-        the backbone's `state_dict()` then holds trainable tensors only. The names are remembered in
+        the backbone's `state_dict()` then holds trainable tensors only (until `detach()`, `merge()` or
+        `freeze_module(set_state_dict=False)`), and `save_pretrained` writes the complete model plus the
+        delta's files instead of that filtered state (see `guard.py`). The names are remembered in
         `config.unfrozen_modules` and saved with the delta.
         """
         exclude = list(exclude) if exclude is not None else list(self.config.unfrozen_modules)
@@ -281,19 +287,29 @@ class DeltaBase(Legacy03Mixin):
         if unmatched:
             warn_unmatched_exclude(self.backbone_model, unmatched)
         self.config.unfrozen_modules = [e for e in exclude if e not in unmatched]
-        if set_state_dict:
-            self._set_trainable_state_dict()
+        self._set_trainable_state_dict(set_state_dict)
 
-    def _set_trainable_state_dict(self) -> None:
-        if self._state_dict_hook is not None:
-            self._state_dict_hook.remove()
+    def _set_trainable_state_dict(self, on: bool = True) -> None:
+        mode = self._guard.save_mode if self._guard is not None else "model"
+        self._remove_guard()
+        if on or mode != "model":  # "delta" mode (OpenDeltaCallback) keeps routing save_pretrained
+            self._guard = BackboneGuard(self, filter_state_dict=on, save_mode=mode)
 
-        def only_trainable(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-            trainable = {prefix + n for n, p in module.named_parameters() if p.requires_grad}
-            for key in [k for k in state_dict if k.startswith(prefix) and k not in trainable]:
-                del state_dict[key]
+    def set_save_mode(self, mode: str) -> None:
+        """What `backbone.save_pretrained(dir)` writes while this delta is attached: "model" (the complete model
+        plus the delta's files; what `freeze_module(set_state_dict=True)` sets) or "delta" (a delta checkpoint
+        folder, plus the trainable tensors as `model.safetensors` for a Trainer's resume; what
+        `OpenDeltaCallback` sets). Removed on `detach()` / `merge()`."""
+        if not self._attached or self._merged:
+            raise DeltaStateError("set_save_mode needs an attached, unmerged delta.")
+        on = self._guard.filter_state_dict if self._guard is not None else False
+        self._remove_guard()
+        self._guard = BackboneGuard(self, filter_state_dict=on, save_mode=mode)
 
-        self._state_dict_hook = self.backbone_model._register_state_dict_hook(only_trainable)
+    def _remove_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.remove()
+            self._guard = None
 
     def num_trainable_parameters(self, module: nn.Module | None = None) -> int:
         return count_parameters(module if module is not None else self.backbone_model, trainable_only=True)

@@ -64,7 +64,10 @@ class DeltaConfig:
     exclude_modules: addresses removed from the matches.
     unfrozen_modules: what `freeze_module` leaves trainable and `save_finetuned` saves ("deltas" = the delta).
     common_structure: interpret names in the common vocabulary (None: decide automatically).
-    backbone_*: filled in at save time to identify the model the delta was trained on.
+    delta_dtype: "float32" (default): delta parameters on a float16 / bfloat16 backbone are float32 (the forward
+        casts); "backbone": they take the backbone's dtype.
+    backbone_*: filled in at save time to identify the model the delta was trained on; `backbone_kwargs` holds the
+        `from_pretrained` keywords its task head needs (num_labels, id2label, label2id) when the head was trained.
     """
 
     delta_type: ClassVar[str] = ""
@@ -73,8 +76,10 @@ class DeltaConfig:
     exclude_modules: list[str] | None = None
     unfrozen_modules: list[str] = field(default_factory=lambda: ["deltas"])
     common_structure: bool | None = None
+    delta_dtype: Literal["float32", "backbone"] = "float32"
     backbone_class: str | None = None
     backbone_checkpoint_name: str | None = None
+    backbone_kwargs: dict[str, Any] | None = None
     backbone_hash: str | None = None
     hash_algorithm: str | None = None
 

@@ -17,6 +17,8 @@ import torch
 import xxhash
 from torch import nn
 
+from .distributed import full_tensor
+
 ALGORITHM = "xxh3-128-tensors-v1"
 _CHUNK_BYTES = 64 << 20
 _PARALLEL_MIN_BYTES = 256 << 20  # below this, thread start-up costs more than it saves (measured)
@@ -66,6 +68,7 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 
 
 def tensor_digest(t: torch.Tensor) -> str:
+    t = full_tensor(t)  # a sharded (DTensor) parameter is hashed whole, the same on every rank
     if t.device.type == "meta":
         raise ValueError("cannot fingerprint a tensor on the meta device (it has no values)")
     h = xxhash.xxh3_128()

@@ -25,6 +25,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "delta_model.safetensors"
 FINGERPRINT_NAME = "fingerprint.json"
 LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+#: the delta config inside a transformers model folder (`save_pretrained` of a backbone carrying a delta)
+EMBEDDED_CONFIG_NAME = "delta_config.json"
 
 
 def _umask() -> int:

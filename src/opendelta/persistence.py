@@ -19,6 +19,7 @@ from . import io, publishing
 from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
+from .distributed import barrier, full_tensor, is_writer
 from .errors import CheckpointError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, Fingerprint
 from .formats import PEFT, Checkpoint, open_checkpoint, peft
@@ -35,7 +36,28 @@ def backbone_identity(delta: DeltaBase) -> dict[str, Any]:
     """The config keys that name the backbone a delta was trained on."""
     bb = delta.backbone_model
     name = getattr(bb, "name_or_path", None) or getattr(getattr(bb, "config", None), "_name_or_path", None)
-    return {"backbone_class": type(bb).__name__, "backbone_checkpoint_name": name or None}
+    return {
+        "backbone_class": type(bb).__name__,
+        "backbone_checkpoint_name": name or None,
+        "backbone_kwargs": head_kwargs(delta),
+    }
+
+
+def head_kwargs(delta: DeltaBase) -> dict[str, Any] | None:
+    """The `from_pretrained` keywords of a trained task head (num_labels, id2label, label2id), or None when the
+    delta trains no module besides its own layers or the backbone has no labels."""
+    cfg = getattr(delta.backbone_model, "config", None)
+    id2label = getattr(cfg, "id2label", None)
+    if not id2label or not [m for m in delta.config.unfrozen_modules if m != "deltas"]:
+        return None
+    id2label = {int(k): str(v) for k, v in id2label.items()}
+    return {
+        "num_labels": len(id2label),
+        "id2label": {str(k): v for k, v in sorted(id2label.items())},
+        "label2id": {v: k for k, v in sorted(id2label.items())},
+        # a saved model with another head size loads anyway: the checkpoint brings the trained head
+        "ignore_mismatched_sizes": True,
+    }
 
 
 def save_delta(
@@ -83,7 +105,11 @@ def save_delta(
         if not keep_card:
             (tmp / publishing.CARD_NAME).write_text(card, encoding="utf-8")
 
-    path = io.write_folder(save_directory, write)
+    if is_writer():  # under torch.distributed every rank gathers, rank 0 writes
+        path = io.write_folder(save_directory, write)
+    else:
+        path = Path(save_directory).resolve()
+    barrier()
     if format == "opendelta":
         delta.config = config
     logger.info("saved %s delta in %s format to %s", delta.delta_type, format, path)
@@ -92,7 +118,9 @@ def save_delta(
     return path
 
 
-def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], None]]:
+def _opendelta_writer(
+    delta: DeltaBase, config_name: str = io.CONFIG_NAME
+) -> tuple[DeltaConfig, Callable[[Path], None]]:
     fp = delta.fingerprint()
     config = delta.config.replace(**backbone_identity(delta), backbone_hash=fp.root, hash_algorithm=fp.algorithm)
     meta = {
@@ -101,14 +129,14 @@ def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], N
         "torch_version": torch.__version__.split("+")[0],
         "format_version": 1,
     }
-    state = delta.delta_state_dict()
+    state = {k: full_tensor(v) for k, v in delta.delta_state_dict().items()}  # whole tensors under FSDP2
 
     def write(tmp: Path) -> None:
         io.save_weights(state, tmp / io.WEIGHTS_NAME)
         (tmp / io.FINGERPRINT_NAME).write_text(
             io.json_text({"algorithm": fp.algorithm, "root": fp.root, "tensors": fp.tensors}), encoding="utf-8"
         )
-        (tmp / io.CONFIG_NAME).write_text(io.json_text({**config.to_dict(), **meta}), encoding="utf-8")
+        (tmp / config_name).write_text(io.json_text({**config.to_dict(), **meta}), encoding="utf-8")
 
     return config, write
 
@@ -189,7 +217,12 @@ def _attach_checkpoint(
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
     try:
-        delta.load_delta_state_dict(state)
+        try:
+            delta.load_delta_state_dict(state)
+        except CheckpointError as exc:
+            if "has shape" not in str(exc):
+                raise
+            raise CheckpointError(f"{exc}{_head_advice(config)}") from None
         if not check_hash:
             logger.info("hash check skipped (check_hash=False)")
         elif checkpoint.format == PEFT:
@@ -202,9 +235,36 @@ def _attach_checkpoint(
                 params[k].copy_(v)
         delta.detach()
         raise
+    _restore_labels(backbone_model, config.backbone_kwargs)
     backbone_model.eval()  # loaded for inference, as OpenDelta 0.3 left it (call .train() to train on)
     logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
     return delta
+
+
+def _head_advice(config: DeltaConfig) -> str:
+    kwargs = config.backbone_kwargs
+    if not kwargs:
+        return ""
+    args = ", ".join(f"{k}={_literal(k, v)}" for k, v in kwargs.items())
+    return (
+        f" This delta was trained with a task head of {kwargs.get('num_labels')} labels: load the backbone with "
+        f"{config.backbone_class or 'its class'}.from_pretrained(..., {args})."
+    )
+
+
+def _literal(key: str, value: Any) -> str:
+    if key == "id2label" and isinstance(value, dict):
+        return repr({int(k): v for k, v in value.items()})
+    return repr(value)
+
+
+def _restore_labels(backbone: nn.Module, kwargs: dict[str, Any] | None) -> None:
+    """Give the backbone's config the label names the delta was trained with (same number of labels)."""
+    cfg = getattr(backbone, "config", None)
+    if not kwargs or cfg is None or getattr(cfg, "num_labels", None) != kwargs.get("num_labels"):
+        return
+    cfg.id2label = {int(k): v for k, v in kwargs["id2label"].items()}
+    cfg.label2id = dict(kwargs["label2id"])
 
 
 def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:

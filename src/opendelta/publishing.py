@@ -82,10 +82,11 @@ def model_card(
     cfg = config if config is not None else delta.config
     data = dict(card_data or {})
     base = data.pop("base_model", None) or cfg.backbone_checkpoint_name
+    hub_base = None if base and _is_local_path(base) else base  # the Hub's base_model must be a repo id
     tags = ["opendelta", "delta-tuning", delta.delta_type] + (["peft"] if format == "peft" else [])
     tags += [t for t in data.pop("tags", []) if t not in tags]
     library = "peft" if format == "peft" else "opendelta"
-    yaml = ModelCardData(library_name=library, base_model=base, tags=tags, **data).to_yaml()
+    yaml = ModelCardData(library_name=library, base_model=hub_base, tags=tags, **data).to_yaml()
     total, trainable, n_delta = (
         delta.num_total_parameters(),
         delta.num_trainable_parameters(),
@@ -108,7 +109,7 @@ def model_card(
         "## Usage",
         "",
         "```python",
-        *_usage(cfg.backbone_class, base, where, format),
+        *_usage(cfg.backbone_class, base, where, format, cfg.backbone_kwargs),
         "```",
         "",
         "## Parameters",
@@ -132,22 +133,32 @@ def model_card(
     return "\n".join(body)
 
 
-def _usage(backbone_class: str | None, base: str | None, where: str, format: str) -> list[str]:
+def _is_local_path(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.isdir(name) or name.count("/") > 1
+
+
+def _usage(
+    backbone_class: str | None, base: str | None, where: str, format: str, kwargs: dict[str, Any] | None = None
+) -> list[str]:
     cls = backbone_class or "AutoModel"
     name = base or "<the base model>"
     lines = [f"from transformers import {cls}"]
+    extra = ""
+    for key, value in (kwargs or {}).items():  # the task head the delta was trained with
+        value = {int(k): v for k, v in value.items()} if key == "id2label" else value
+        extra += f", {key}={value!r}"
     if format == "peft":
         return lines + [
             "from peft import PeftModel",
             "",
-            f"backbone = {cls}.from_pretrained({name!r})",
+            f"backbone = {cls}.from_pretrained({name!r}{extra})",
             f"model = PeftModel.from_pretrained(backbone, {where!r})",
             f"# or with OpenDelta: AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
         ]
     return lines + [
         "from opendelta import AutoDeltaModel",
         "",
-        f"backbone = {cls}.from_pretrained({name!r})",
+        f"backbone = {cls}.from_pretrained({name!r}{extra})",
         f"delta = AutoDeltaModel.from_finetuned({where!r}, backbone_model=backbone)",
         "# `backbone` now carries the delta; use it as usual",
     ]

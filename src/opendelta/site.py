@@ -4,6 +4,7 @@ registers or removes hooks on the backbone."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,23 @@ from torch.utils.hooks import RemovableHandle
 
 from .errors import DeltaStateError
 from .matching import DELTA_MARKER
+
+#: Delta parameters on a float16 / bfloat16 module are created in float32 (True, the default) or in the module's
+#: dtype (False). `DeltaBase` sets it from `config.delta_dtype` while it builds a delta.
+HALF_TO_FLOAT32: ContextVar[bool] = ContextVar("opendelta_half_to_float32", default=True)
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _float_tensors(values: Any) -> list[torch.Tensor]:
+    return [v for v in values if isinstance(v, torch.Tensor) and v.is_floating_point()]
+
+
+def _cast(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.to(dtype)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_cast(v, dtype) for v in value)
+    return value
 
 
 @dataclass
@@ -58,8 +76,13 @@ class Site:
         return next(self.module.parameters(), None)
 
     def factory_kwargs(self) -> dict[str, Any]:
+        """device / dtype for a new delta layer: the module's, but float32 on a half-precision module (unless the
+        config's `delta_dtype` is "backbone"); the forward then casts (see `register_hooks`)."""
         w = self.weight
-        return {} if w is None else {"device": w.device, "dtype": w.dtype}
+        if w is None:
+            return {}
+        dtype = torch.float32 if w.dtype in _HALF and HALF_TO_FLOAT32.get() else w.dtype
+        return {"device": w.device, "dtype": dtype}
 
     # -- used by DeltaBase -------------------------------------------------------------------
     def activate(self, hooks: bool = True) -> None:
@@ -81,6 +104,28 @@ class Site:
                 self.handles.append(module.register_forward_hook(h.fn))
             else:
                 self.handles.append(module.register_forward_pre_hook(h.fn, with_kwargs=h.with_kwargs))
+        self._register_casts()
+
+    def _register_casts(self) -> None:
+        """A layer whose parameters have another dtype than the module's weight (float32 deltas on a half-precision
+        backbone) gets its floating inputs cast to its own dtype, and its output cast back to the weight's dtype,
+        when it is called with floating tensors (layers called without, e.g. prefixes, cast themselves)."""
+        w = self.weight
+        for layer in self.layers.values():
+            own = next((p.dtype for p in layer.parameters() if p.is_floating_point()), None)
+            if w is None or own is None or own == w.dtype:
+                continue
+
+            def cast_in(module: nn.Module, args: tuple, kwargs: dict, own: torch.dtype = own) -> tuple[tuple, dict]:
+                return _cast(args, own), {k: _cast(v, own) for k, v in kwargs.items()}
+
+            def cast_out(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+                if not _float_tensors((*args, *kwargs.values())):
+                    return output
+                return _cast(output, self.weight.dtype)
+
+            self.handles.append(layer.register_forward_pre_hook(cast_in, with_kwargs=True))
+            self.handles.append(layer.register_forward_hook(cast_out, with_kwargs=True))
 
     def remove_hooks(self) -> None:
         for handle in self.handles:

@@ -12,6 +12,7 @@ from ..io import write_folder
 from .command import EXIT_OK, CliError, UsageError, register_command
 from .models import (
     _CONFIG_FAMILIES,
+    _backbone_of,
     _checkpoint,
     _delta_config,
     _existing,
@@ -70,7 +71,8 @@ def _show(args: argparse.Namespace) -> int:
     else:
         config, root = _family_config(args.config, args.size), f"{args.config}-{args.size}"
     delta_config = _delta_config(_existing(args.delta, "--delta")) if args.delta else None
-    model = _meta_model(config)
+    prefer = _backbone_of(delta_config, config) if delta_config is not None else None
+    model = _meta_model(config, prefer)
     if delta_config is not None:
         delta = AutoDeltaModel.from_config(delta_config, backbone_model=model)
         delta.freeze_module(exclude=delta_config.unfrozen_modules, set_state_dict=False)
@@ -213,7 +215,8 @@ def _merge(args: argparse.Namespace) -> int:
         raise CliError(
             f"--out {args.out!r} already exists and is not an empty folder; choose another folder or pass --overwrite."
         )
-    delta_class = get_delta_class(open_checkpoint(ckpt, config_only=True).delta_type)
+    delta_config = open_checkpoint(ckpt, config_only=True).config
+    delta_class = get_delta_class(delta_config.get("delta_type"))
     if not delta_class.mergeable:
         mergeable = [t for t in registered_delta_types() if get_delta_class(t).mergeable]
         raise CliError(
@@ -222,7 +225,11 @@ def _merge(args: argparse.Namespace) -> int:
             f"instead."
         )
     config = _model_config(backbone_dir)
-    model = _model_class(config).from_pretrained(str(backbone_dir))
+    head = {k: v for k, v in (delta_config.get("backbone_kwargs") or {}).items() if k != "num_labels"}
+    if "id2label" in head:
+        head["id2label"] = {int(k): v for k, v in head["id2label"].items()}
+    cls = _model_class(config, delta_config.get("backbone_class"))  # the class the delta was trained on
+    model = cls.from_pretrained(str(backbone_dir), **head)
     try:
         delta = AutoDeltaModel.from_finetuned(ckpt, backbone_model=model, check_hash=not args.no_check_hash)
     except HashMismatchError as exc:  # the library's advice names its keyword; here the flag is the way

@@ -50,10 +50,13 @@ def _model_config(model_dir: Path) -> Any:
         raise CliError(f"Cannot read the model config in {str(model_dir)!r}: {str(exc).splitlines()[0]}") from None
 
 
-def _model_class(config: Any) -> Any:
-    """The class named in `config.architectures` (e.g. BertForSequenceClassification), else AutoModel's."""
+def _model_class(config: Any, prefer: str | None = None) -> Any:
+    """The transformers class `prefer` (a delta checkpoint's `backbone_class`), else the class named in
+    `config.architectures` (e.g. BertForSequenceClassification), else AutoModel's."""
     import transformers
 
+    for arch in [prefer] if prefer and getattr(transformers, prefer, None) is not None else []:
+        return getattr(transformers, arch)
     for arch in getattr(config, "architectures", None) or []:
         cls = getattr(transformers, arch, None)
         if cls is not None:
@@ -67,14 +70,24 @@ def _model_class(config: Any) -> Any:
         ) from None
 
 
-def _meta_model(config: Any) -> Any:
-    """The model described by `config`, built on the meta device: structure and shapes, no memory."""
+def _meta_model(config: Any, prefer: str | None = None) -> Any:
+    """The model described by `config` (of class `prefer` when transformers has it), built on the meta device:
+    structure and shapes, no memory."""
     import torch
 
-    cls = _model_class(config)
+    cls = _model_class(config, prefer)
     kwargs = {"dtype": config.dtype} if isinstance(getattr(config, "dtype", None), torch.dtype) else {}
     with torch.device("meta"):
         return cls._from_config(config, **kwargs)
+
+
+def _backbone_of(delta_config: Any, model_config: Any) -> str | None:
+    """The checkpoint's backbone class; `model_config` takes the head settings it was trained with."""
+    for key, value in (getattr(delta_config, "backbone_kwargs", None) or {}).items():
+        value = {int(k): v for k, v in value.items()} if key == "id2label" else value
+        if key in ("id2label", "label2id"):  # num_labels follows from id2label
+            setattr(model_config, key, value)
+    return getattr(delta_config, "backbone_class", None)
 
 
 def _delta_config(path: Path) -> Any:

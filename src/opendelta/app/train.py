@@ -96,6 +96,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default); 1 is faster on a busy machine
     output: str = "runs/delta"
     progress: bool = True
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory, ~30% slower)
 
     @property
     def method(self) -> str:
@@ -170,7 +171,11 @@ def load_backbone(backbone: str, labels: Sequence[str]) -> nn.Module:
 
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
-        backbone, num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()}
+        backbone,
+        num_labels=len(labels),
+        id2label=id2label,
+        label2id={v: k for k, v in id2label.items()},
+        ignore_mismatched_sizes=True,  # a saved classifier with another number of labels gets a new head
     )
     return model
 
@@ -232,7 +237,9 @@ def full_finetuning(model: nn.Module, backbone: str, labels: Sequence[str]) -> T
         return full_finetuning(AutoModelForSequenceClassification.from_pretrained(path), backbone, labels)
 
     def save(path: Path, results: dict[str, Any] | None) -> None:
-        if results is None:
+        from ..distributed import is_writer
+
+        if results is None and is_writer():
             model.save_pretrained(path)
 
     return Tuned(FULL, model, save, reload, 0)
@@ -242,6 +249,26 @@ def full_finetuning(model: nn.Module, backbone: str, labels: Sequence[str]) -> T
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) under `torchrun` / `accelerate launch` (the process group is started here), else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _end_world() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _autocast(model: nn.Module, enabled: bool) -> Any:
@@ -320,17 +347,23 @@ def fit(
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, int(total_steps * cfg.warmup_ratio)), total_steps)
     device = next(model.parameters()).device
+    rank, world = _world()
+    step_model = model
+    if world > 1:  # every rank reads the same global batches and trains on its share; DDP averages the gradients
+        step_model = torch.nn.parallel.DistributedDataParallel(model)
     history: list[dict[str, float]] = []
     best_epoch, best_acc, train_seconds = 0, -1.0, 0.0
-    with _Bar(cfg.progress, steps_per_epoch * cfg.epochs) as bar:
+    with _Bar(cfg.progress and rank == 0, steps_per_epoch * cfg.epochs) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             batches = data_mod.loader(train_ex, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
             start, seen, loss_sum = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(batches, 1):
                 batch = {k: v.to(device) for k, v in batch.items()}
+                if world > 1 and len(batch["labels"]) >= world:
+                    batch = {k: v[rank::world] for k, v in batch.items()}
                 with _autocast(model, cfg.bf16):
-                    loss = model(**batch).loss
+                    loss = step_model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 optimizer.step()
@@ -354,7 +387,7 @@ def fit(
             )
             if acc > best_acc:
                 best_epoch, best_acc = epoch, acc
-                tuned.save(output, None)
+                tuned.save(output, None)  # every rank calls it: rank 0 writes
     return history, best_epoch, train_seconds / cfg.epochs, len(train_ex) * cfg.epochs / max(train_seconds, 1e-9)
 
 
@@ -423,9 +456,15 @@ def run(
     model = load_backbone(backbone, splits.labels)
     backbone_bytes = _param_bytes(model)
     tuned = attach(model, backbone, splits.labels)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     output = Path(cfg.output)
     history, best_epoch, sec_per_epoch, ex_per_s = fit(tuned, splits, tokenizer, cfg, output)
+    rank, world = _world()
+    _end_world()  # from here on rank 0 alone: reload, test, results
+    if rank != 0:
+        return None  # type: ignore[return-value]
     del model
     reloaded = tuned.reload(output)
     test_ex = data_mod.encode(splits.test, tokenizer, splits.labels, cfg.max_length)

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=_positive_int,
         help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)",
     )
+    a(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="recompute activations in the backward pass (less memory, slower)",
+    )
     a("--output", default=d.output, help="checkpoint folder (default: %(default)s)")
     a("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -99,6 +104,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         threads=args.threads,
         output=args.output,
         progress=not args.no_progress,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
 
 
@@ -149,7 +155,8 @@ def run_cli(args: argparse.Namespace) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     result = run(config_from_args(args))
-    Console().print(summary_table(result))
+    if result is not None:  # under torchrun only rank 0 reports
+        Console().print(summary_table(result))
     return 0
 
 

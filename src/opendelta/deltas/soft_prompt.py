@@ -75,11 +75,13 @@ class SoftPromptConfig(DeltaConfig):
 class SoftPromptLayer(nn.Module):
     """The prompt: `forward(batch)` returns it expanded to (batch, soft_token_num, hidden)."""
 
-    def __init__(self, embedding: nn.Embedding, num_tokens: int, init_range: float, token_init: bool) -> None:
+    def __init__(
+        self, embedding: nn.Embedding, num_tokens: int, init_range: float, token_init: bool, dtype=None
+    ) -> None:
         super().__init__()
         w = embedding.weight
         self.soft_embeds = nn.Parameter(
-            torch.empty(num_tokens, embedding.embedding_dim, device=w.device, dtype=w.dtype)
+            torch.empty(num_tokens, embedding.embedding_dim, device=w.device, dtype=dtype or w.dtype)
         )
         if w.device.type == "meta":
             return
@@ -232,7 +234,10 @@ class SoftPromptModel(DeltaBase):
     def build_site(self, site: Site) -> None:
         cfg = self.config
         layer = site.add_layer(
-            "soft_prompt", SoftPromptLayer(site.module, cfg.soft_token_num, cfg.init_range, cfg.token_init)
+            "soft_prompt",
+            SoftPromptLayer(
+                site.module, cfg.soft_token_num, cfg.init_range, cfg.token_init, site.factory_kwargs().get("dtype")
+            ),
         )
         root, encoder = self.backbone_model, self._encoder()
         if encoder is None:

@@ -31,10 +31,11 @@ CHECKPOINT_FILES = (
     ckpt.WEIGHTS_NAME,
     ckpt.FINGERPRINT_NAME,
     ckpt.LEGACY_WEIGHTS_NAME,
+    ckpt.EMBEDDED_CONFIG_NAME,
     peft.CONFIG_NAME,
     *peft.WEIGHTS_NAMES,
 )
-CONFIG_FILES = (CONFIG_NAME, peft.CONFIG_NAME)
+CONFIG_FILES = (CONFIG_NAME, ckpt.EMBEDDED_CONFIG_NAME, peft.CONFIG_NAME)
 
 
 @dataclass
@@ -89,6 +90,9 @@ def open_checkpoint(
         if "format_version" in data:
             return Checkpoint(OPENDELTA, folder, source, data)
         return Checkpoint(LEGACY, folder, source, legacy.translate_config(data, source))
+    embedded = folder / ckpt.EMBEDDED_CONFIG_NAME  # a model folder saved with a delta on it (model_save.py)
+    if embedded.is_file():
+        return Checkpoint(OPENDELTA, folder, source, ckpt.read_json_object(embedded))
     if (folder / peft.CONFIG_NAME).is_file():
         adapter_config = ckpt.read_json_object(folder / peft.CONFIG_NAME)
         return Checkpoint(PEFT, folder, source, peft.to_opendelta_config(adapter_config))
