@@ -31,6 +31,7 @@ from .stats import ModelStats, count_parameters, model_stats
 from .structures import default_settings, find_targets
 
 DELTAS_KEYWORD = "deltas"
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 class DeltaBase:
@@ -116,6 +117,16 @@ class DeltaBase:
 
     def check_module(self, name: str, module: nn.Module) -> None:
         """Raise UnsupportedModuleError if this delta cannot be put on `module`."""
+        if isinstance(module, _CONTAINERS):
+            # a Sequential runs every child (a delta layer would run as an extra step besides its hook); a
+            # ModuleList / ModuleDict is indexed and iterated by its owner (a new child breaks that code)
+            inside = [n for n, _ in module.named_children()][:3]
+            raise UnsupportedModuleError(
+                f"{self.delta_type!r} cannot modify {name!r}: it is a {type(module).__name__}, a container whose "
+                f"children its owner runs in turn, so a delta layer cannot be added to it. Point "
+                f"`modified_modules` at a module inside it (e.g. {', '.join(f'{name}.{c}' for c in inside)}) or at "
+                f"the module that owns it."
+            )
         if self.supported_modules is not None and not isinstance(module, self.supported_modules):
             allowed = ", ".join(c.__name__ for c in self.supported_modules)
             raise UnsupportedModuleError(

@@ -21,7 +21,7 @@ from .base import DeltaBase
 from .config import DeltaConfig
 from .errors import CheckpointError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, Fingerprint
-from .formats import PEFT, Checkpoint, open_checkpoint, peft
+from .formats import CHECKPOINT_FILES, OPENDELTA, PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
 from .providers import provide
 from .registry import get_delta_class
@@ -59,6 +59,7 @@ def save_delta(
         raise DeltaStateError("Cannot save a detached delta; call attach() first.")
     if delta.merged:
         raise DeltaStateError("Cannot save while merged (the backbone weights hold the delta); call unmerge() first.")
+    _check_materialized(delta.backbone_model, "save")
     if push_to_hub:
         validate_repo_id(repo_id or Path(save_directory).resolve().name, namespace_required=False)
     if format == "peft":
@@ -83,13 +84,25 @@ def save_delta(
         if not keep_card:
             (tmp / publishing.CARD_NAME).write_text(card, encoding="utf-8")
 
-    path = io.write_folder(save_directory, write)
+    # the files of the other formats go: a stale config.json or adapter next to the new files would be loaded
+    path = io.write_folder(save_directory, write, keep=lambda entry: entry.name not in CHECKPOINT_FILES)
     if format == "opendelta":
         delta.config = config
     logger.info("saved %s delta in %s format to %s", delta.delta_type, format, path)
     if push_to_hub:
         publishing.push_folder(path, repo_id or path.name, private=private, token=token, commit_message=commit_message)
     return path
+
+
+def _check_materialized(model: nn.Module, what: str) -> None:
+    """A backbone on the meta device has no values to save, fingerprint or load into."""
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"), None)
+    if meta is not None:
+        raise DeltaStateError(
+            f"Cannot {what} a delta on a backbone whose tensors are on the meta device (e.g. {meta!r}): they hold "
+            f"no values. Load the real weights first (e.g. from_pretrained(...), or model.to_empty(device=...) "
+            f"followed by load_state_dict)."
+        )
 
 
 def _opendelta_writer(delta: DeltaBase) -> tuple[DeltaConfig, Callable[[Path], None]]:
@@ -178,6 +191,7 @@ def load_delta(
 def _attach_checkpoint(
     cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool, overrides: dict[str, Any]
 ) -> DeltaBase:
+    _check_materialized(backbone_model, "load")
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
     state = checkpoint.load_weights()
     delta = cls.from_config(config, backbone_model)
@@ -190,7 +204,7 @@ def _attach_checkpoint(
         elif checkpoint.format == PEFT:
             logger.info("%s is a PEFT adapter: it stores no model fingerprint to verify", checkpoint.source)
         else:
-            verify_hash(delta, checkpoint.fingerprint())
+            verify_hash(delta, checkpoint.fingerprint(), required=checkpoint.format == OPENDELTA)
     except BaseException:
         with torch.no_grad():
             for k, v in backup.items():
@@ -201,10 +215,28 @@ def _attach_checkpoint(
     return delta
 
 
-def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
-    """Compare the model's fingerprint now with the one recorded in the delta's config at save time."""
+def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: bool = False) -> None:
+    """Compare the model's fingerprint now with the one recorded in the delta's config at save time.
+
+    required: the checkpoint is in this version's format, which always stores a fingerprint of this
+    library's algorithm; a missing or foreign one means the config was edited, and is an error (not a
+    warning), so the check cannot be switched off by editing config.json.
+    """
     cfg = delta.config
     expected = cfg.backbone_hash
+    if required and (
+        not isinstance(expected, str) or not expected or cfg.hash_algorithm != ALGORITHM or not isinstance(saved, dict)
+    ):
+        what = (
+            "no fingerprint file"
+            if not isinstance(saved, dict)
+            else f"backbone_hash={expected!r}, hash_algorithm={cfg.hash_algorithm!r}"
+        )
+        raise HashMismatchError(
+            f"This OpenDelta checkpoint cannot be verified: its config.json / fingerprint.json do not hold a "
+            f"fingerprint of this version's algorithm ({ALGORITHM}); found {what}. The files were edited or "
+            f"damaged: save the delta again with save_finetuned(), or pass check_hash=False to load it unverified."
+        )
     if expected is None:
         logger.warning("This checkpoint stores no model fingerprint; it cannot be verified.")
         return
