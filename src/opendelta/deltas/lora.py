@@ -193,7 +193,7 @@ class LoraModel(DeltaBase):
     def build_site(self, site: Site) -> None:
         cfg = self.config
         in_f, out_f = linear_shape(site.module)
-        check_size(self.delta_type, site.name, "lora_r", cfg.lora_r, min(in_f, out_f), "the layer's smaller side")
+        check_size(self.delta_type, site.name, "lora_r", cfg.lora_r, max(in_f, out_f), "the layer's features")
         layer = site.add_layer(
             "lora",
             LoraLayer(
