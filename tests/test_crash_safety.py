@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import tiny
 
+import tiny
 from opendelta import AutoDeltaModel, LoraModel
 from opendelta import io as odio
 from opendelta.errors import CheckpointError

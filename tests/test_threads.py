@@ -8,11 +8,11 @@ import threading
 
 import pytest
 import torch
+
+from opendelta import AutoDeltaModel
 from shared_tester import perturb
 from tiny import build
 from zoo_configs import ZOO
-
-from opendelta import AutoDeltaModel
 
 CONFIGS = {
     "lora": {"modified_modules": ["c_attn"], "lora_r": 2},

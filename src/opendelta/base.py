@@ -188,14 +188,14 @@ class DeltaBase:
     def attach(self) -> None:
         """Put a detached delta back, with the parameters it had."""
         if self._attached:
-            raise DeltaStateError("The delta is already attached.")
+            raise DeltaStateError("The delta is already attached; call detach() first to take it off.")
         self._activate_all()
 
     def merge(self) -> None:
         """Fold the delta into the backbone weights: inference then runs the plain backbone (no hooks)."""
         self._check_mergeable("merge")
         if self._merged:
-            raise DeltaStateError("The delta is already merged.")
+            raise DeltaStateError("The delta is already merged; call unmerge() first to merge it again.")
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
@@ -207,7 +207,7 @@ class DeltaBase:
         """Undo `merge()` (exact up to floating-point rounding of the subtraction)."""
         self._check_mergeable("unmerge")
         if not self._merged:
-            raise DeltaStateError("The delta is not merged.")
+            raise DeltaStateError("The delta is not merged; call merge() first.")
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
@@ -236,7 +236,7 @@ class DeltaBase:
             mergeable = ", ".join(repr(c.delta_type) for c in registered_delta_classes() if c.mergeable)
             raise DeltaStateError(
                 f"{self.delta_type!r} deltas cannot be merged into the backbone weights (they are not a "
-                f"linear change of a weight); {what}() is available for {mergeable}."
+                f"linear change of a weight); {what}() is available for {mergeable}. Keep this delta unmerged."
             )
         if not self._attached:
             raise DeltaStateError(f"Cannot {what}() a detached delta; call attach() first.")
@@ -273,16 +273,16 @@ class DeltaBase:
             found = [n for n, m in self.backbone_model.named_modules() if m is module]
             prefix = f"{found[0]}." if found and found[0] else ""
         keep_deltas = DELTAS_KEYWORD in exclude
-        matched_any = False
+        other = [e for e in exclude if e != DELTAS_KEYWORD]
+        if other and not any(prefix + name in unfrozen for name, _ in root.named_parameters()):  # before any change
+            raise ModuleMatchError(
+                f"freeze_module(exclude={exclude}): {other} match no parameter of the backbone; check the names "
+                f"(see Visualization(model).structure_graph())."
+            )
         for name, p in root.named_parameters():
             full = prefix + name
             is_delta = inside_any(full, prefixes)
-            trainable = (keep_deltas and is_delta) or full in unfrozen
-            matched_any |= full in unfrozen
-            p.requires_grad_(trainable)
-        other = [e for e in exclude if e != DELTAS_KEYWORD]
-        if other and not matched_any:
-            raise ModuleMatchError(f"freeze_module(exclude={exclude}): {other} match no parameter of the backbone.")
+            p.requires_grad_((keep_deltas and is_delta) or full in unfrozen)
         self.config.unfrozen_modules = exclude
         if set_state_dict:
             self._set_trainable_state_dict()

@@ -284,7 +284,10 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"Cannot read {str(path)!r}: {exc}.") from None
+        raise CheckpointError(
+            f"Cannot read {str(path)!r}: {exc}. The file is damaged or not a safetensors file; save the checkpoint "
+            f"again (or download it again)."
+        ) from None
 
 
 def load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
@@ -297,7 +300,7 @@ def load_legacy_bin(path: Path) -> dict[str, torch.Tensor]:
             f"executed."
         ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{str(path)!r} does not hold a name -> tensor mapping.")
+        raise CheckpointError(f"{str(path)!r} does not hold a name -> tensor mapping; save the checkpoint again.")
     return state
 
 

@@ -19,7 +19,7 @@ from . import io, publishing
 from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
-from .errors import CheckpointError, DeltaStateError, HashMismatchError
+from .errors import CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, Fingerprint
 from .formats import CHECKPOINT_FILES, OPENDELTA, PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
@@ -54,7 +54,9 @@ def save_delta(
 ) -> Path:
     """`DeltaBase.save_finetuned` (see there)."""
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}.")
+        raise DeltaConfigError(
+            f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}; use one of them."
+        )
     if not delta.attached:
         raise DeltaStateError("Cannot save a detached delta; call attach() first.")
     if delta.merged:

@@ -181,7 +181,9 @@ def _plain_card_data(card_data: Mapping[str, Any] | None) -> dict[str, Any]:
             return
         if isinstance(value, float):
             if not math.isfinite(value):
-                raise DeltaConfigError(f"card_data{where}={value!r} is not a finite number.")
+                raise DeltaConfigError(
+                    f"card_data{where}={value!r} is not a finite number; use a finite one or a string."
+                )
             return
         if isinstance(value, (list, tuple)):
             for i, v in enumerate(value):

@@ -313,6 +313,6 @@ def find_targets(
     if not kept:
         raise ModuleMatchError(
             f"Every module matched by `modified_modules`={patterns} is removed by "
-            f"exclude_modules={exclude}; nothing would be modified."
+            f"exclude_modules={exclude}; nothing would be modified. Remove entries from `exclude_modules`."
         )
     return kept

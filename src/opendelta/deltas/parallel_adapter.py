@@ -121,7 +121,7 @@ class ParallelAdapterModel(DeltaBase):
             raise ModuleMatchError(
                 f"parallel_adapter: output_module={path!r} does not exist next to {site.name!r} (looked for "
                 f"{full!r}); it is a path relative to {parent_name or 'the model root'!r}, whose children are: "
-                f"{', '.join(children)}."
+                f"{', '.join(children)}. Use a path to one of them (or below one)."
             ) from None
         if target is site.module:
             return site.name, site.module

@@ -182,7 +182,8 @@ class SoftPromptModel(DeltaBase):
         if len(targets) != 1:
             raise ModuleMatchError(
                 f"soft_prompt is put on exactly one module, the input embedding; {self.config.modified_modules} "
-                f"matched {len(targets)}: {[n for n, _ in targets][:5]}."
+                f"matched {len(targets)}: {[n for n, _ in targets][:5]}. Point `modified_modules` at the input "
+                f"embedding only."
             )
         return targets
 
