@@ -511,6 +511,15 @@ ck(
     ),
     CKPT,
 )
+CHANGED_EARLY = tensors(
+    {
+        f"bert.encoder.layer.{i}.attention.self.query.lora.lora_{ab}": torch.full(
+            (2, 32) if ab == "A" else (32, 2), 0.3
+        )
+        for i in range(2)
+        for ab in "AB"
+    }
+)
 # the hash check cannot be downgraded by an edit (problem 6)
 ck("hash-format_version-deleted", set_config(format_version=_DELETE, backbone_hash=None), HASH)
 ck("hash-format_version-deleted-only", set_config(format_version=_DELETE, hash_algorithm=None), HASH)
@@ -519,7 +528,7 @@ ck("hash-algorithm-null", set_config(hash_algorithm=None), HASH)
 ck("hash-algorithm-md5", set_config(hash_algorithm="md5"), HASH)
 ck("hash-backbone_hash-other", set_config(backbone_hash="0" * 32), HASH)
 ck("hash-backbone_hash-empty", set_config(backbone_hash=""), HASH)
-ck("hash-fingerprint-deleted", remove("fingerprint.json"), HASH)
+ck("hash-fingerprint-deleted-changed", both(remove("fingerprint.json"), CHANGED_EARLY), HASH)
 ck("hash-fingerprint-deleted-and-null", both(remove("fingerprint.json"), set_config(backbone_hash=None)), HASH)
 # a damaged fingerprint.json only loses the per-tensor details: the check still runs (here: a changed delta)
 CHANGED = tensors(

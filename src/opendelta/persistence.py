@@ -220,23 +220,18 @@ def _attach_checkpoint(
 def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: bool = False) -> None:
     """Compare the model's fingerprint now with the one recorded in the delta's config at save time.
 
-    required: the checkpoint is in this version's format, which always stores a fingerprint of this
-    library's algorithm; a missing or foreign one means the config was edited, and is an error (not a
-    warning), so the check cannot be switched off by editing config.json.
+    required: the checkpoint is in this version's format, whose config.json always holds a fingerprint of
+    this library's algorithm; a missing or foreign one means the config was edited, and is an error (not a
+    warning), so the check cannot be switched off by editing config.json. `saved` (fingerprint.json) only
+    adds per-tensor details to a mismatch message; it may be missing or damaged.
     """
     cfg = delta.config
     expected = cfg.backbone_hash
-    if required and (
-        not isinstance(expected, str) or not expected or cfg.hash_algorithm != ALGORITHM or not isinstance(saved, dict)
-    ):
-        what = (
-            "no fingerprint file"
-            if not isinstance(saved, dict)
-            else f"backbone_hash={expected!r}, hash_algorithm={cfg.hash_algorithm!r}"
-        )
+    if required and (not isinstance(expected, str) or not expected or cfg.hash_algorithm != ALGORITHM):
         raise HashMismatchError(
-            f"This OpenDelta checkpoint cannot be verified: its config.json / fingerprint.json do not hold a "
-            f"fingerprint of this version's algorithm ({ALGORITHM}); found {what}. The files were edited or "
+            f"This OpenDelta checkpoint cannot be verified: its config.json does not hold a fingerprint of this "
+            f"version's algorithm ({ALGORITHM}); found backbone_hash={expected!r}, "
+            f"hash_algorithm={cfg.hash_algorithm!r}. The files were edited or "
             f"damaged: save the delta again with save_finetuned(), or pass check_hash=False to load it unverified."
         )
     if expected is None:
