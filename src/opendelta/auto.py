@@ -27,11 +27,15 @@ class AutoDeltaConfig:
         """A validated config of the class named by `config_dict["delta_type"]`; with
         `return_unused_kwargs=True`, (config, {keys the config does not take: value})."""
         if not isinstance(config_dict, dict):
-            raise DeltaConfigError(f"AutoDeltaConfig.from_dict expects a dict, got {type(config_dict).__name__}.")
+            raise DeltaConfigError(
+                f"AutoDeltaConfig.from_dict expects a dict, got {type(config_dict).__name__}; pass a dict such as "
+                f"{{'delta_type': 'lora'}}."
+            )
         merged = {**config_dict, **kwargs}
         if "delta_type" not in merged:
             raise DeltaConfigError(
-                f"The config has no `delta_type`; add one of: {', '.join(registered_delta_types())}."
+                f"The config has no `delta_type`; add one (write `delta_type`) of: "
+                f"{', '.join(registered_delta_types())}."
             )
         config_class = get_delta_class(merged["delta_type"]).config_class
         return config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs)

@@ -32,6 +32,7 @@ from .stats import count_parameters
 from .structures import default_settings, find_targets
 
 DELTAS_KEYWORD = "deltas"
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
 class DeltaBase(Legacy03Mixin):
@@ -124,6 +125,16 @@ class DeltaBase(Legacy03Mixin):
 
     def check_module(self, name: str, module: nn.Module) -> None:
         """Raise UnsupportedModuleError if this delta cannot be put on `module`."""
+        if isinstance(module, _CONTAINERS):
+            # a Sequential runs every child (a delta layer would run as an extra step besides its hook); a
+            # ModuleList / ModuleDict is indexed and iterated by its owner (a new child breaks that code)
+            inside = [n for n, _ in module.named_children()][:3]
+            raise UnsupportedModuleError(
+                f"{self.delta_type!r} cannot modify {name!r}: it is a {type(module).__name__}, a container whose "
+                f"children its owner runs in turn, so a delta layer cannot be added to it. Point "
+                f"`modified_modules` at a module inside it (e.g. {', '.join(f'{name}.{c}' for c in inside)}) or at "
+                f"the module that owns it."
+            )
         if self.supported_modules is not None and not isinstance(module, self.supported_modules):
             allowed = ", ".join(c.__name__ for c in self.supported_modules)
             raise UnsupportedModuleError(
@@ -190,14 +201,14 @@ class DeltaBase(Legacy03Mixin):
     def attach(self) -> None:
         """Put a detached delta back, with the parameters it had."""
         if self._attached:
-            raise DeltaStateError("The delta is already attached.")
+            raise DeltaStateError("The delta is already attached; call detach() first to take it off.")
         self._activate_all()
 
     def merge(self) -> None:
         """Fold the delta into the backbone weights: inference then runs the plain backbone (no hooks)."""
         self._check_mergeable("merge")
         if self._merged:
-            raise DeltaStateError("The delta is already merged.")
+            raise DeltaStateError("The delta is already merged; call unmerge() first to merge it again.")
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
@@ -210,7 +221,7 @@ class DeltaBase(Legacy03Mixin):
         """Undo `merge()` (exact up to floating-point rounding of the subtraction)."""
         self._check_mergeable("unmerge")
         if not self._merged:
-            raise DeltaStateError("The delta is not merged.")
+            raise DeltaStateError("The delta is not merged; call merge() first.")
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
@@ -237,7 +248,7 @@ class DeltaBase(Legacy03Mixin):
             mergeable = ", ".join(repr(c.delta_type) for c in registered_delta_classes() if c.mergeable)
             raise DeltaStateError(
                 f"{self.delta_type!r} deltas cannot be merged into the backbone weights (they are not a "
-                f"linear change of a weight); {what}() is available for {mergeable}."
+                f"linear change of a weight); {what}() is available for {mergeable}. Keep this delta unmerged."
             )
         if not self._attached:
             raise DeltaStateError(f"Cannot {what}() a detached delta; call attach() first.")

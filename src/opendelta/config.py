@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -56,6 +57,21 @@ def _conforms(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+#: the largest integer a setting may hold (sizes, counts): beyond it no tensor could be allocated anyway
+MAX_INT_SETTING = 2**31 - 1
+
+
+def _check_number(config: DeltaConfig, key: str, value: Any) -> None:
+    """No setting is NaN or infinite (it would turn every output into NaN), and no integer is absurdly large."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DeltaConfigError(f"{config._kind()}: `{key}`={value!r} is not a finite number; use a finite value.")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT_SETTING:
+        raise DeltaConfigError(
+            f"{config._kind()}: `{key}`={value} is too large (the limit is {MAX_INT_SETTING}); use a size that fits "
+            f"the model."
+        )
+
+
 @dataclass
 class DeltaConfig:
     """Settings shared by every delta type. Subclasses add their own fields and `_validate` rules.
@@ -97,6 +113,7 @@ class DeltaConfig:
                     f"{self._kind()}: `{f.name}` must be {_type_name(hints[f.name])}, got {value!r} "
                     f"({type(value).__name__})."
                 )
+            _check_number(self, f.name, getattr(self, f.name))
         self._validate()
 
     # ----- validation helpers -------------------------------------------------------------

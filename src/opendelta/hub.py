@@ -19,6 +19,7 @@ from typing import Any
 
 from ._logging import logger
 from .errors import CheckpointError
+from .io import recover_folder
 
 #: Names `from_finetuned` reads as Hub options; every other keyword overrides a config key.
 HUB_OPTION_NAMES = ("revision", "cache_dir", "force_download", "local_files_only", "token")
@@ -74,6 +75,8 @@ def validate_repo_id(repo_id: str, *, namespace_required: bool = True) -> str:
         problem = "it has no organisation or user part"
     elif not all(_NAME_PART.fullmatch(p) and "--" not in p and ".." not in p for p in parts):
         problem = "each part may only hold letters, digits, '-', '_' and '.', not at its ends, without '--' or '..'"
+    elif parts[-1].endswith((".git", ".ipynb")):
+        problem = "a repo name may not end with '.git' or '.ipynb' (write the id without the suffix)"
     if problem:
         raise CheckpointError(
             f"{repo_id!r} is not an existing folder, and not a valid Hub repo id: {problem}. Pass the path of "
@@ -106,9 +109,21 @@ def resolve_checkpoint(
 
     `patterns` limits what is fetched from the Hub (glob patterns of file names); None fetches every file.
     """
-    if isinstance(path_or_id, os.PathLike) or Path(os.path.expanduser(str(path_or_id))).exists():
+    if not isinstance(path_or_id, (str, os.PathLike)):
+        raise CheckpointError(
+            f"Expected a checkpoint folder or a Hub repo id (a string or path), got {type(path_or_id).__name__}."
+        )
+    if not os.fspath(path_or_id).strip():
+        raise CheckpointError(
+            "The checkpoint path is empty; pass the folder save_finetuned() wrote (e.g. 'out/') or a Hub repo id."
+        )
+    if "\0" in os.fspath(path_or_id):
+        raise CheckpointError(f"The checkpoint path {os.fspath(path_or_id)!r} holds a NUL character.")
+    # a save killed half-way leaves the folder under another name: finish the save or bring back the old copy
+    recovered = recover_folder(os.fspath(path_or_id))
+    if isinstance(path_or_id, os.PathLike) or recovered or _exists(str(path_or_id)):
         folder = Path(os.path.expanduser(os.fspath(path_or_id)))
-        if not folder.exists():
+        if not _exists(str(folder)):
             raise CheckpointError(f"Checkpoint folder {str(folder)!r} does not exist.")
         if options.given():
             logger.info("%s is a local folder; the Hub option(s) %s are ignored", folder, options.given())
@@ -120,12 +135,20 @@ def resolve_checkpoint(
     return _download(repo_id, options, patterns), f"Hub repo {repo_id!r} (revision {options.revision or 'main'})"
 
 
+def _exists(path: str) -> bool:
+    try:
+        return Path(os.path.expanduser(path)).exists()
+    except (OSError, ValueError):  # a name too long for the file system, ...
+        return False
+
+
 def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None) -> Path:
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        HFValidationError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -174,6 +197,11 @@ def _download(repo_id: str, options: HubOptions, patterns: Iterable[str] | None)
         raise CheckpointError(
             f"Could not reach the Hub to fetch {repo_id!r} and it is not in the cache at {str(cache)!r}: "
             f"{exc}. Check the network connection, or pass a local folder."
+        ) from None
+    except HFValidationError as exc:
+        raise CheckpointError(
+            f"{repo_id!r} is not a valid Hub repo id: {exc}. Pass a checkpoint folder or an id "
+            f"such as 'DeltaHub/lora_t5-base_sst2'."
         ) from None
     except (HfHubHTTPError, OSError) as exc:
         raise CheckpointError(f"Could not fetch Hub repo {repo_id!r}: {type(exc).__name__}: {exc}.") from None

@@ -20,9 +20,9 @@ from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
 from .distributed import barrier, full_tensor, is_writer
-from .errors import CheckpointError, DeltaStateError, HashMismatchError
+from .errors import CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, Fingerprint
-from .formats import PEFT, Checkpoint, open_checkpoint, peft
+from .formats import CHECKPOINT_FILES, OPENDELTA, PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
 from .providers import provide
 from .registry import get_delta_class
@@ -76,11 +76,14 @@ def save_delta(
 ) -> Path:
     """`DeltaBase.save_finetuned` (see there)."""
     if format not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}.")
+        raise DeltaConfigError(
+            f"format must be one of {', '.join(map(repr, FORMATS))}, got {format!r}; use one of them."
+        )
     if not delta.attached:
         raise DeltaStateError("Cannot save a detached delta; call attach() first.")
     if delta.merged:
         raise DeltaStateError("Cannot save while merged (the backbone weights hold the delta); call unmerge() first.")
+    _check_materialized(delta.backbone_model, "save")
     if push_to_hub:
         validate_repo_id(repo_id or Path(save_directory).resolve().name, namespace_required=False)
     if format == "peft":
@@ -105,8 +108,9 @@ def save_delta(
         if not keep_card:
             (tmp / publishing.CARD_NAME).write_text(card, encoding="utf-8")
 
+    # the files of the other formats go: a stale config.json or adapter next to the new files would be loaded
     if is_writer():  # under torch.distributed every rank gathers, rank 0 writes
-        path = io.write_folder(save_directory, write)
+        path = io.write_folder(save_directory, write, keep=lambda entry: entry.name not in CHECKPOINT_FILES)
     else:
         path = Path(save_directory).resolve()
     barrier()
@@ -116,6 +120,17 @@ def save_delta(
     if push_to_hub:
         publishing.push_folder(path, repo_id or path.name, private=private, token=token, commit_message=commit_message)
     return path
+
+
+def _check_materialized(model: nn.Module, what: str) -> None:
+    """A backbone on the meta device has no values to save, fingerprint or load into."""
+    meta = next((n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"), None)
+    if meta is not None:
+        raise DeltaStateError(
+            f"Cannot {what} a delta on a backbone whose tensors are on the meta device (e.g. {meta!r}): they hold "
+            f"no values. Load the real weights first (e.g. from_pretrained(...), or model.to_empty(device=...) "
+            f"followed by load_state_dict)."
+        )
 
 
 def _opendelta_writer(
@@ -206,6 +221,7 @@ def load_delta(
 def _attach_checkpoint(
     cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool, overrides: dict[str, Any]
 ) -> DeltaBase:
+    _check_materialized(backbone_model, "load")
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
     state = checkpoint.load_weights()
     delta = cls.from_config(config, backbone_model)
@@ -228,7 +244,7 @@ def _attach_checkpoint(
         elif checkpoint.format == PEFT:
             logger.info("%s is a PEFT adapter: it stores no model fingerprint to verify", checkpoint.source)
         else:
-            verify_hash(delta, checkpoint.fingerprint())
+            verify_hash(delta, checkpoint.fingerprint(), required=checkpoint.format == OPENDELTA)
     except BaseException:
         with torch.no_grad():
             for k, v in backup.items():
@@ -267,10 +283,23 @@ def _restore_labels(backbone: nn.Module, kwargs: dict[str, Any] | None) -> None:
     cfg.label2id = dict(kwargs["label2id"])
 
 
-def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
-    """Compare the model's fingerprint now with the one recorded in the delta's config at save time."""
+def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: bool = False) -> None:
+    """Compare the model's fingerprint now with the one recorded in the delta's config at save time.
+
+    required: the checkpoint is in this version's format, whose config.json always holds a fingerprint of
+    this library's algorithm; a missing or foreign one means the config was edited, and is an error (not a
+    warning), so the check cannot be switched off by editing config.json. `saved` (fingerprint.json) only
+    adds per-tensor details to a mismatch message; it may be missing or damaged.
+    """
     cfg = delta.config
     expected = cfg.backbone_hash
+    if required and (not isinstance(expected, str) or not expected or cfg.hash_algorithm != ALGORITHM):
+        raise HashMismatchError(
+            f"This OpenDelta checkpoint cannot be verified: its config.json does not hold a fingerprint of this "
+            f"version's algorithm ({ALGORITHM}); found backbone_hash={expected!r}, "
+            f"hash_algorithm={cfg.hash_algorithm!r}. The files were edited or "
+            f"damaged: save the delta again with save_finetuned(), or pass check_hash=False to load it unverified."
+        )
     if expected is None:
         logger.warning("This checkpoint stores no model fingerprint; it cannot be verified.")
         return

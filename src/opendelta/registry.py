@@ -45,5 +45,7 @@ def get_delta_class(delta_type: Any) -> type[DeltaBase]:
         known = sorted(_REGISTRY)
         close = difflib.get_close_matches(str(delta_type), known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DeltaConfigError(f"Unknown delta_type {delta_type!r}.{hint} Registered types: {', '.join(known)}.")
+        raise DeltaConfigError(
+            f"Unknown delta_type {delta_type!r}.{hint} Use one of the registered types: {', '.join(known)}."
+        )
     return _REGISTRY[delta_type]

@@ -22,6 +22,7 @@ Names are matched with the usual suffix / "[r]regex" rules, so "attn.q" addresse
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -299,10 +300,19 @@ def find_targets(
     found = find_modules(model, selected, aliases=common, common=common_entries) if selected else []
     chosen = {n for n, _ in found} | {n for n, _ in extra}
     excl = [_strip_legacy(e) for e in exclude or []]
+    unused = [e for e in excl if not any(_excluded(n, common.get(n), [e]) for n in model_names)]
+    if unused:
+        close = difflib.get_close_matches(unused[0].split(".")[-1], {n.split(".")[-1] for n in model_names}, n=3)
+        raise ModuleMatchError(
+            f"exclude_modules entr{'y' if len(unused) == 1 else 'ies'} {unused} match no module of "
+            f"{type(model).__name__}, so they would exclude nothing"
+            + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+            + "; fix the spelling (see Visualization(model).structure_graph()) or drop the entry."
+        )
     kept = [(n, m) for n, m in named_backbone_modules(model) if n in chosen and not _excluded(n, common.get(n), excl)]
     if not kept:
         raise ModuleMatchError(
             f"Every module matched by `modified_modules`={patterns} is removed by "
-            f"exclude_modules={exclude}; nothing would be modified."
+            f"exclude_modules={exclude}; nothing would be modified. Remove entries from `exclude_modules`."
         )
     return kept

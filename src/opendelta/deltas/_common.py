@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +146,18 @@ def init_glorot(t: torch.Tensor, how: str) -> None:
         nn.init.xavier_normal_(t)
 
 
+#: the most tokens a prompt or prefix may have (far beyond any useful length; keeps allocations sane)
+MAX_TOKENS = 65536
+
+
+def check_size(delta_type: str, name: str, key: str, value: int, limit: int, what: str) -> None:
+    """A size setting may not exceed what the module it is built for has (`limit`, e.g. its features)."""
+    if value > limit:
+        raise DeltaConfigError(
+            f"{delta_type!r} on {name!r}: `{key}`={value} is larger than {what} ({limit}); use `{key}` <= {limit}."
+        )
+
+
 def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -> int:
     """dim // reduction_factor, or a DeltaConfigError naming the module when that is below 1."""
     size = dim // reduction_factor
@@ -154,6 +167,47 @@ def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -
             f"use a reduction_factor <= {dim}."
         )
     return size
+
+
+class MergeBackup:
+    """The weights a merge overwrites, kept on the CPU (off the compute device) so that unmerge restores them
+    bit-exactly: subtracting / dividing the update again would leave rounding drift (1e-8 in fp32, 1e-3 in
+    bf16). Costs one CPU copy of each merged weight (and bias) while merged."""
+
+    def __init__(self) -> None:
+        self.saved: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def keep(self, *tensors: torch.Tensor | None) -> None:
+        self.saved = [(t, t.detach().to("cpu", copy=True)) for t in tensors if t is not None]
+
+    def restore(self) -> bool:
+        """Copy the kept values back; False when nothing was kept (then the caller undoes the update)."""
+        if self.saved is None:
+            return False
+        for live, copy in self.saved:
+            live.copy_(copy.to(live.device))
+        self.saved = None
+        return True
+
+
+class CallSlot:
+    """A value a pre-hook hands to the forward hook of the same call, kept per thread: one model can serve
+    concurrent forwards from several threads (each call's state lives with the thread running it)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        return getattr(self._local, "value", None)
+
+    def set(self, value: Any) -> None:
+        self._local.value = value
+
+    def take(self) -> Any:
+        """The value, cleared."""
+        value = self.get()
+        self._local.value = None
+        return value
 
 
 class CallArgs:

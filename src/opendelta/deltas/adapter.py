@@ -16,7 +16,7 @@ from ..config import DeltaConfig
 from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import activation, check_activation, output_dim, route_output
+from ._common import activation, check_activation, check_size, output_dim, route_output
 
 
 @dataclass(repr=False)
@@ -60,6 +60,7 @@ class AdapterModel(DeltaBase):
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)
+        check_size(self.delta_type, site.name, "bottleneck_dim", self.config.bottleneck_dim, dim, "its output size")
         layer = site.add_layer(
             "adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity, **site.factory_kwargs())
         )

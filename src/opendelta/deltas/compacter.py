@@ -24,7 +24,7 @@ from ..errors import DeltaConfigError
 from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import activation, bottleneck_of, check_activation, init_glorot, output_dim, route_output
+from ._common import activation, bottleneck_of, check_activation, check_size, init_glorot, output_dim, route_output
 
 C_INITS = ("normal", "uniform")
 
@@ -214,6 +214,7 @@ class CompacterModel(DeltaBase):
                 f"(bottleneck = {dim} // reduction_factor {cfg.reduction_factor}). Choose a hypercomplex_division "
                 f"that divides both, or another reduction_factor."
             )
+        check_size(self.delta_type, site.name, "phm_rank", cfg.phm_rank, dim, "its output size")
         kw = site.factory_kwargs()
         down = self._phm(dim, bottleneck, cfg.use_bias_down_sampler, kw)
         up = self._phm(bottleneck, dim, cfg.use_bias_up_sampler, kw)

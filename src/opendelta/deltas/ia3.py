@@ -23,7 +23,7 @@ from ..interop import PeftMapping
 from ..matching import name_matches
 from ..registry import register_delta
 from ..site import Site
-from ._common import first_input
+from ._common import MergeBackup, first_input
 
 
 @dataclass(repr=False)
@@ -52,6 +52,7 @@ class IA3Layer(nn.Module):
         super().__init__()
         self.on_input = on_input
         self.scale = nn.Parameter(torch.ones(features, device=device, dtype=dtype))
+        self._backup = MergeBackup()
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return t * self.scale
@@ -63,11 +64,14 @@ class IA3Layer(nn.Module):
         return s[:, None] if scales_rows else s[None, :]
 
     def merge_into(self, module: nn.Module) -> None:
+        self._backup.keep(module.weight, None if self.on_input else module.bias)  # unmerge restores it exactly
         module.weight.mul_(self._weight_factor(module))
         if not self.on_input and module.bias is not None:
             module.bias.mul_(self.scale.to(module.bias.dtype))
 
     def unmerge_from(self, module: nn.Module) -> None:
+        if self._backup.restore():
+            return
         module.weight.div_(self._weight_factor(module))
         if not self.on_input and module.bias is not None:
             module.bias.div_(self.scale.to(module.bias.dtype))

@@ -23,6 +23,7 @@ from ..errors import CheckpointError
 from ..interop import LegacyMapping, PeftMapping
 from ..registry import register_delta
 from ..site import Site
+from ._common import MergeBackup, check_size
 
 
 @dataclass(repr=False)
@@ -70,6 +71,7 @@ class LoraLayer(nn.Module):
         self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device, dtype=dtype))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self._backup = MergeBackup()
         if self.lora_A.device.type != "meta":
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
 
@@ -87,10 +89,13 @@ class LoraLayer(nn.Module):
         return (self.lora_B @ self.lora_A) * self.scaling
 
     def merge_into(self, module: nn.Module) -> None:
+        self._backup.keep(module.weight)  # unmerge restores this copy: exact, no rounding drift
         dw = self.delta_weight().to(module.weight.dtype)
         module.weight.add_(dw.T if isinstance(module, Conv1D) else dw)
 
     def unmerge_from(self, module: nn.Module) -> None:
+        if self._backup.restore():
+            return
         dw = self.delta_weight().to(module.weight.dtype)
         module.weight.sub_(dw.T if isinstance(module, Conv1D) else dw)
 
@@ -189,6 +194,7 @@ class LoraModel(DeltaBase):
     def build_site(self, site: Site) -> None:
         cfg = self.config
         in_f, out_f = linear_shape(site.module)
+        check_size(self.delta_type, site.name, "lora_r", cfg.lora_r, max(in_f, out_f), "the layer's features")
         layer = site.add_layer(
             "lora",
             LoraLayer(

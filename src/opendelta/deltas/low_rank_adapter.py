@@ -16,7 +16,16 @@ from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..registry import register_delta
 from ..site import Site
-from ._common import W_INITS, activation, bottleneck_of, check_activation, init_glorot, output_dim, route_output
+from ._common import (
+    W_INITS,
+    activation,
+    bottleneck_of,
+    check_activation,
+    check_size,
+    init_glorot,
+    output_dim,
+    route_output,
+)
 
 
 @dataclass(repr=False)
@@ -95,6 +104,7 @@ class LowRankAdapterModel(DeltaBase):
         cfg = self.config
         dim = output_dim(site.name, site.module)
         bottleneck = bottleneck_of(site.name, dim, cfg.reduction_factor, self.delta_type)
+        check_size(self.delta_type, site.name, "low_rank_rank", cfg.low_rank_rank, dim, "its output size")
         layer = LowRankAdapterLayer(
             dim, bottleneck, cfg.low_rank_rank, cfg.low_rank_w_init, cfg.non_linearity, **site.factory_kwargs()
         )

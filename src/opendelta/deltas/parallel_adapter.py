@@ -22,7 +22,17 @@ from ..matching import REGEX_PREFIX, is_delta_layer
 from ..registry import register_delta
 from ..site import Site
 from ..structures import LEGACY_MARK, find_targets
-from ._common import activation, check_activation, check_last_dim, first_input, input_dim, map_first_output, output_dim
+from ._common import (
+    CallSlot,
+    activation,
+    check_activation,
+    check_last_dim,
+    check_size,
+    first_input,
+    input_dim,
+    map_first_output,
+    output_dim,
+)
 
 
 @dataclass(repr=False)
@@ -161,7 +171,7 @@ class ParallelAdapterModel(DeltaBase):
             raise ModuleMatchError(
                 f"parallel_adapter: output_module={path!r} does not exist next to {site.name!r} (looked for "
                 f"{full!r}); it is a path relative to {parent_name or 'the model root'!r}, whose children are: "
-                f"{', '.join(children)}."
+                f"{', '.join(children)}. Use a path to one of them (or below one)."
             ) from None
         if target is site.module:
             return site.name, site.module
@@ -171,26 +181,27 @@ class ParallelAdapterModel(DeltaBase):
         cfg = self.config
         out_name, out_module = self._output_target(site)
         in_f, out_f = input_dim(site.name, site.module), output_dim(out_name, out_module)
+        check_size(self.delta_type, site.name, "bottleneck_dim", cfg.bottleneck_dim, max(in_f, out_f), "its sizes")
         layer = site.add_layer(
             "parallel_adapter",
             ParallelAdapterLayer(
                 in_f, out_f, cfg.bottleneck_dim, cfg.non_linearity, cfg.scaled, **site.factory_kwargs()
             ),
         )
-        pending: list[torch.Tensor] = []  # the input of A, waiting for B to return
+        pending = CallSlot()  # the input of A, waiting for B to return (per thread: concurrent forwards)
 
         def read_input(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
             x, _ = first_input(args, kwargs)
             check_last_dim(site.name, x, in_f, self.delta_type, "input")
-            pending[:] = [x]
+            pending.set(x)
 
         def add_update(module: nn.Module, args: tuple, output: Any) -> Any:
-            if not pending:
+            x = pending.take()
+            if x is None:
                 raise DeltaStateError(
                     f"parallel_adapter: {out_name!r} returned before {site.name!r} ran in this forward pass; "
                     f"`output_module` must name a module that runs after the modified one."
                 )
-            x = pending.pop()
 
             def add(h: torch.Tensor) -> torch.Tensor:
                 check_last_dim(out_name, h, out_f, self.delta_type, "output")

@@ -42,7 +42,7 @@ from ..errors import CheckpointError, UnsupportedModuleError
 from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import CACHE_ARGS, CallArgs, positional_names
+from ._common import CACHE_ARGS, MAX_TOKENS, CallArgs, CallSlot, positional_names
 
 _ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 _MASK_ARGS = ("attention_mask", "mask")
@@ -71,9 +71,8 @@ class PrefixConfig(DeltaConfig):
 
     def _validate(self) -> None:
         super()._validate()
-        self._require(self.prefix_token_num >= 1, "prefix_token_num", "an integer >= 1")
-        self._require(self.embed_dim >= 1, "embed_dim", "an integer >= 1")
-        self._require(self.mid_dim >= 1, "mid_dim", "an integer >= 1")
+        for key in ("prefix_token_num", "embed_dim", "mid_dim"):
+            self._require(1 <= getattr(self, key) <= MAX_TOKENS, key, f"an integer in [1, {MAX_TOKENS}]")
 
 
 class PrefixTrunk(nn.Module):
@@ -294,7 +293,7 @@ class PrefixModel(DeltaBase):
         mask_arg = next(a for a in _MASK_ARGS if a in params)
         has_bias = "position_bias" in params
         tokens = cfg.prefix_token_num
-        current: list[_PrefixedCache | None] = [None]
+        current = CallSlot()  # the cache handed to this call (per thread: concurrent forwards)
 
         def add_prefix(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             call = CallArgs(positional, args, kwargs)
@@ -311,8 +310,9 @@ class PrefixModel(DeltaBase):
             past = int(inner.get_seq_length(layer_idx if layer_idx is not None else 0)) if inner is not None else 0
             q_len = hidden.shape[1]
             key, value = layer()
-            current[0] = _PrefixedCache(inner, key, value, site.name)
-            call.set(cache_arg, current[0])
+            prefixed = _PrefixedCache(inner, key, value, site.name)
+            current.set(prefixed)
+            call.set(cache_arg, prefixed)
             is_causal = kwargs.get("is_causal")
             is_causal = getattr(module, "is_causal", False) if is_causal is None else is_causal
             # with no mask, sdpa is causal for multi-token queries of a causal module; eager does not mask at all
@@ -325,7 +325,8 @@ class PrefixModel(DeltaBase):
             return tuple(call.args), call.kwargs
 
         def check_and_strip(module: nn.Module, args: tuple, output: Any) -> Any:
-            used, current[0] = current[0] is not None and current[0].used, None
+            prefixed = current.take()
+            used = prefixed is not None and prefixed.used
             if not used:  # never a silent no-op
                 raise UnsupportedModuleError(
                     f"prefix on {site.name!r}: {type(module).__name__} computed attention without reading its keys "

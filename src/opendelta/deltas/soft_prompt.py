@@ -36,7 +36,7 @@ from ..errors import ModuleMatchError, UnsupportedModuleError
 from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import CACHE_ARGS, CallArgs, positional_names
+from ._common import CACHE_ARGS, MAX_TOKENS, CallArgs, CallSlot, positional_names
 
 _SEQUENCE_OUTPUTS = ("logits", "last_hidden_state")
 ROOT = "root"
@@ -68,7 +68,7 @@ class SoftPromptConfig(DeltaConfig):
 
     def _validate(self) -> None:
         super()._validate()
-        self._require(self.soft_token_num >= 1, "soft_token_num", "an integer >= 1")
+        self._require(1 <= self.soft_token_num <= MAX_TOKENS, "soft_token_num", f"an integer in [1, {MAX_TOKENS}]")
         self._require(self.init_range > 0, "init_range", "a number > 0")
 
 
@@ -105,7 +105,15 @@ class _Prepender:
         self.params = set(inspect.signature(module.forward).parameters)
         self.embedding, self.layer = embedding, layer
         self.tokens = layer.soft_embeds.shape[0]
-        self.prepended_len: int | None = None  # sequence length after prepending, in the current call
+        self._prepended = CallSlot()  # sequence length after prepending, in the current call of this thread
+
+    @property
+    def prepended_len(self) -> int | None:
+        return self._prepended.get()
+
+    @prepended_len.setter
+    def prepended_len(self, value: int | None) -> None:
+        self._prepended.set(value)
 
     def _past(self, call: CallArgs) -> int:
         cache = next((call.get(a) for a in CACHE_ARGS if a in self.params and call.get(a) is not None), None)
@@ -205,7 +213,8 @@ class SoftPromptModel(DeltaBase):
         if len(targets) != 1:
             raise ModuleMatchError(
                 f"soft_prompt is put on exactly one module, the input embedding; {self.config.modified_modules} "
-                f"matched {len(targets)}: {[n for n, _ in targets][:5]}."
+                f"matched {len(targets)}: {[n for n, _ in targets][:5]}. Point `modified_modules` at the input "
+                f"embedding only."
             )
         return targets
 

@@ -87,7 +87,10 @@ def open_checkpoint(
     ours = folder / CONFIG_NAME
     data = ckpt.read_json_object(ours) if ours.is_file() else None
     if data is not None and "delta_type" in data:
-        if "format_version" in data:
+        # our files without `format_version` are an edited checkpoint of ours, not a 0.3 one (whose hash check
+        # is only a warning): the fingerprint stays required
+        ours_files = (folder / ckpt.FINGERPRINT_NAME).exists() or (folder / ckpt.WEIGHTS_NAME).exists()
+        if "format_version" in data or ours_files:
             return Checkpoint(OPENDELTA, folder, source, data)
         return Checkpoint(LEGACY, folder, source, legacy.translate_config(data, source))
     embedded = folder / ckpt.EMBEDDED_CONFIG_NAME  # a model folder saved with a delta on it (model_save.py)
