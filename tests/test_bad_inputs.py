@@ -764,14 +764,6 @@ def _same_type_twice(model, tmp):
         delta.detach()
 
 
-def _freeze_nomatch(model, tmp):
-    delta = attach(model, **LORA_Q)
-    try:
-        delta.freeze_module(exclude=["deltas", "classifierr"], set_state_dict=False)
-    finally:
-        delta.detach()
-
-
 def _state_wrong_keys(model, tmp):
     delta = attach(model, **LORA_Q)
     try:
@@ -794,7 +786,6 @@ add("call-order", "detach-twice", _detach_twice, STATE)
 add("call-order", "merge-detached", _merge_detached, STATE)
 add("call-order", "ia3-merge-zero", _ia3_zero, STATE)
 add("call-order", "same-type-twice", _same_type_twice, STATE)
-add("call-order", "freeze-exclude-nomatch", _freeze_nomatch, MATCH)
 add("call-order", "load-state-wrong-keys", _state_wrong_keys, CKPT)
 add("call-order", "load-wrong-class", _load_wrong_class, CKPT)
 add("call-order", "load-other-backbone", _load_other_backbone, HASH, "bert-seed1")
