@@ -20,10 +20,11 @@ from torch.utils.hooks import RemovableHandle
 
 from ._logging import logger
 from .config import DeltaConfig
+from .dispatch import claim_name, invalidate_compiled, release_name
 from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
-from .fingerprint import Fingerprint, fingerprint_model
+from .fingerprint import Fingerprint, backbone_tensors, fingerprint_model, fingerprint_tensors
 from .interop import LegacyMapping, PeftMapping
-from .matching import delta_layer_prefixes, inside_any, parameters_under
+from .matching import delta_layer_prefixes, inside_any, is_delta_layer, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
 from .site import Site
@@ -58,7 +59,9 @@ class DeltaBase:
     #: how OpenDelta 0.3 stored this type, where it differs
     legacy: ClassVar[LegacyMapping] = LegacyMapping()
 
-    def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, backbone_model: nn.Module, config: DeltaConfig | None = None, *, name: str | None = None, **kwargs: Any
+    ) -> None:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
         if config is None:
@@ -76,12 +79,21 @@ class DeltaBase:
         self._attached = False
         self._merged = False
         self._state_dict_hook: RemovableHandle | None = None
-        self._attach_new()
+        self._active = True
+        self.loaded_from: str | None = None  # set by from_finetuned: which checkpoint this delta holds
+        #: the delta's name on its backbone (`name=`, else its type: "lora", then "lora_1", "lora_2", ...)
+        self.name = claim_name(backbone_model, self, name, self.delta_type)
+        try:
+            self._attach_new()
+        except BaseException:
+            release_name(backbone_model, self.name)
+            raise
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: DeltaConfig | dict, backbone_model: nn.Module, **kwargs: Any) -> DeltaBase:
-        """Attach a delta described by `config` to `backbone_model` (modified in place)."""
+        """Attach a delta described by `config` to `backbone_model` (modified in place). `name=` names it on
+        the backbone (default: its type, then `<type>_1`, `<type>_2`, ...); other keywords override the config."""
         if isinstance(config, dict):
             config = cls.config_class.from_dict(config)
         return cls(backbone_model, config=config, **kwargs)
@@ -133,6 +145,8 @@ class DeltaBase:
             self.build_site(site)
             sites.append(site)
         sites.extend(self.build_model_sites())
+        for site in sites:
+            site.owner = self
         self.sites = sites
         self._activate_all()
         logger.info(
@@ -140,16 +154,28 @@ class DeltaBase:
         )
 
     def _activate_all(self) -> None:
+        """Register the layers (as `lora`, or `lora_1`, ... when another delta of the type is there) and hooks."""
+        k = 0
+        while not all(site.attrs_free(f"_{k}" if k else "") for site in self.sites):
+            k += 1
+        suffix = f"_{k}" if k else ""
         done: list[Site] = []
+        changed = False
         try:
             for site in self.sites:
-                site.activate()
+                changed |= site.activate(suffix=suffix)
                 done.append(site)
         except BaseException:
             for site in reversed(done):
-                site.deactivate()
+                changed |= site.deactivate()
             raise
+        finally:
+            if changed:
+                invalidate_compiled()
         self._attached = True
+        if not self._active:
+            for site in self.sites:
+                site.set_on(False)
 
     # ----- attach / detach / merge ----------------------------------------------------------
     @property
@@ -170,9 +196,12 @@ class DeltaBase:
             raise DeltaStateError("The delta is already detached; call attach() to put it back.")
         if self._merged:
             self.unmerge()
+        changed = False
         for site in self.sites:
-            site.deactivate()
+            changed |= site.deactivate()
         self._attached = False
+        if changed:
+            invalidate_compiled()
 
     def attach(self) -> None:
         """Put a detached delta back, with the parameters it had."""
@@ -180,29 +209,53 @@ class DeltaBase:
             raise DeltaStateError("The delta is already attached.")
         self._activate_all()
 
+    @property
+    def active(self) -> bool:
+        """Whether the delta acts in the forward pass (an attached delta can be switched off, see `set_active`)."""
+        return self._active
+
+    def set_active(self, active: bool = True) -> None:
+        """Switch the delta on or off without detaching it: its layers stay (and stay in `state_dict`), its hooks
+        stay registered and read this flag, so a compiled model follows without dropping its code.
+        `opendelta.activate(model, names)` switches several deltas of a backbone at once."""
+        if self._merged and not active:
+            raise DeltaStateError(f"Delta {self.name!r} is merged into the weights; unmerge() it to switch it off.")
+        self._active = bool(active)
+        if self._attached and not self._merged:
+            for site in self.sites:
+                site.set_on(self._active)
+
     def merge(self) -> None:
         """Fold the delta into the backbone weights: inference then runs the plain backbone (no hooks)."""
         self._check_mergeable("merge")
         if self._merged:
             raise DeltaStateError("The delta is already merged.")
+        if not self._active:
+            raise DeltaStateError(f"Delta {self.name!r} is switched off; set_active(True) before merging it.")
+        changed = False
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
                     layer.merge_into(site.module)
-                site.remove_hooks()
+                changed |= site.remove_hooks()
         self._merged = True
+        if changed:
+            invalidate_compiled()
 
     def unmerge(self) -> None:
         """Undo `merge()` (exact up to floating-point rounding of the subtraction)."""
         self._check_mergeable("unmerge")
         if not self._merged:
             raise DeltaStateError("The delta is not merged.")
+        changed = False
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
                     layer.unmerge_from(site.module)
-                site.register_hooks()
+                changed |= site.register_hooks()
         self._merged = False
+        if changed:
+            invalidate_compiled()
 
     def merge_and_unload(self) -> nn.Module:
         """Merge the delta into the weights and remove its layers and hooks for good.
@@ -213,12 +266,31 @@ class DeltaBase:
         self.merge()
         for site in self.sites:
             site.deactivate()
+            site.forget()
         if self._state_dict_hook is not None:
             self._state_dict_hook.remove()
             self._state_dict_hook = None
         self.sites = []
         self._attached = self._merged = False
+        release_name(self.backbone_model, self.name)
         return self.backbone_model
+
+    def release(self) -> None:
+        """Take the delta off for good (detached if attached): its hooks and name leave the backbone, and a
+        delta of the same name or checkpoint can be attached again. The object cannot be re-attached."""
+        if self._attached:
+            self.detach()
+        changed = False
+        for site in self.sites:
+            changed |= site.remove_hooks()
+            site.forget()
+        if changed:
+            invalidate_compiled()
+        if self._state_dict_hook is not None:
+            self._state_dict_hook.remove()
+            self._state_dict_hook = None
+        self.sites = []
+        release_name(self.backbone_model, self.name)
 
     def _check_mergeable(self, what: str) -> None:
         if not self.mergeable:
@@ -349,7 +421,14 @@ class DeltaBase:
                 dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
 
     def fingerprint(self) -> Fingerprint:
-        """Fingerprint of the whole model as it is now (backbone + deltas)."""
+        """Fingerprint of the backbone's own tensors (parameters and persistent buffers, no delta layer) and of
+        this delta's saved tensors, as they are now. Another delta's layers never enter it, so deltas saved
+        separately reload in any order with the check on. Digests of unchanged tensors are reused."""
+        own = {k: v for k, v in self._saved_tensors().items()}
+        return fingerprint_tensors({**backbone_tensors(self.backbone_model, skip=is_delta_layer), **own})
+
+    def model_fingerprint(self) -> Fingerprint:
+        """The fingerprint of every parameter of the model (the scheme of checkpoints saved before 0.5)."""
         return fingerprint_model(self.backbone_model)
 
     # ----- checkpoints (implemented in `persistence`) --------------------------------------
@@ -439,8 +518,10 @@ class DeltaBase:
 
     def __repr__(self) -> str:
         state = "merged" if self._merged else ("attached" if self._attached else "detached")
+        if self._attached and not self._active:
+            state += ", inactive"
         return (
-            f"{type(self).__name__}({state}, {len(self.sites)} module(s), "
+            f"{type(self).__name__}({self.name!r}, {state}, {len(self.sites)} module(s), "
             f"{self.num_delta_parameters()} delta parameters, config={self.config!r})"
         )
 

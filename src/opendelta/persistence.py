@@ -20,7 +20,8 @@ from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
 from .errors import CheckpointError, DeltaStateError, HashMismatchError
-from .fingerprint import ALGORITHM, Fingerprint
+from .dispatch import named_deltas
+from .fingerprint import ALGORITHM, ALGORITHMS, Fingerprint
 from .formats import PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
 from .providers import provide
@@ -163,6 +164,7 @@ def load_delta(
 ) -> DeltaBase:
     """`DeltaBase.from_finetuned` / `AutoDeltaModel.from_finetuned`: the class comes from the checkpoint when
     `cls` is DeltaBase itself."""
+    name = kwargs.pop("name", None)
     options, overrides = split_hub_options(kwargs)
     checkpoint = open_checkpoint(path_or_id, options)
     if cls is DeltaBase:
@@ -172,15 +174,34 @@ def load_delta(
             f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
             f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned."
         )
-    return _attach_checkpoint(cls, checkpoint, backbone_model, check_hash, overrides)
+    return _attach_checkpoint(cls, checkpoint, backbone_model, check_hash, overrides, name)
+
+
+def _checkpoint_identity(checkpoint: Checkpoint, config: DeltaConfig) -> str:
+    """What makes two loads the same delta: its recorded fingerprint, else where it came from."""
+    return f"hash:{config.backbone_hash}" if config.backbone_hash else f"source:{checkpoint.source}"
 
 
 def _attach_checkpoint(
-    cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool, overrides: dict[str, Any]
+    cls: type[DeltaBase],
+    checkpoint: Checkpoint,
+    backbone_model: nn.Module,
+    check_hash: bool,
+    overrides: dict[str, Any],
+    name: str | None = None,
 ) -> DeltaBase:
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
+    identity = _checkpoint_identity(checkpoint, config)
+    for other in named_deltas(backbone_model).values():
+        if getattr(other, "loaded_from", None) == identity and other.attached:
+            raise CheckpointError(
+                f"{checkpoint.source} is already loaded on this backbone as delta {other.name!r}; loading it twice "
+                f"would apply it twice. Use that delta (opendelta.activate(model, {other.name!r})), or remove it "
+                f"first (merge_and_unload() or detach())."
+            )
     state = checkpoint.load_weights()
-    delta = cls.from_config(config, backbone_model)
+    delta = cls.from_config(config, backbone_model, name=name)
+    delta.loaded_from = identity
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
     try:
@@ -196,6 +217,7 @@ def _attach_checkpoint(
             for k, v in backup.items():
                 params[k].copy_(v)
         delta.detach()
+        delta.release()
         raise
     logger.info("loaded a %s delta from %s (%s format)", delta.delta_type, checkpoint.source, checkpoint.format)
     return delta
@@ -219,7 +241,7 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
             cfg.backbone_class or "same class",
         )
         return
-    if cfg.hash_algorithm != ALGORITHM:
+    if cfg.hash_algorithm not in ALGORITHMS:
         logger.warning(
             "This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
             "verified by this version; pass check_hash=False to silence this.",
@@ -227,7 +249,7 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
             cfg.hash_algorithm,
         )
         return
-    now = delta.fingerprint()
+    now = delta.fingerprint() if cfg.hash_algorithm == ALGORITHM else delta.model_fingerprint()
     if now.root == expected:
         logger.info("hash check passed (%s)", expected)
         return
