@@ -255,7 +255,8 @@ def test_same_delta_type_twice_on_a_module_composes_in_attach_order():
     a1 = AdapterModel(model, modified_modules=["0"], bottleneck_dim=2)
     a2 = AdapterModel(model, modified_modules=["2", "0"], bottleneck_dim=2)
     assert (a1.name, a2.name) == ("adapter", "adapter_1")
-    assert model[0].adapter is a1.sites[0].layers["adapter"] and model[0].adapter_1 is dict(a2.delta_modules())["0.adapter"]
+    assert model[0].adapter is a1.sites[0].layers["adapter"]
+    assert model[0].adapter_1 is dict(a2.delta_modules())["0.adapter"]
     perturb(a1)
     perturb(a2)
     x = torch.randn(2, 8)

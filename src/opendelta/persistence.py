@@ -19,8 +19,8 @@ from . import io, publishing
 from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
-from .errors import CheckpointError, DeltaStateError, HashMismatchError
 from .dispatch import named_deltas
+from .errors import CheckpointError, DeltaStateError, HashMismatchError
 from .fingerprint import ALGORITHM, ALGORITHMS, Fingerprint
 from .formats import PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
