@@ -428,7 +428,8 @@ class DeltaBase:
         return fingerprint_tensors({**backbone_tensors(self.backbone_model, skip=is_delta_layer), **own})
 
     def model_fingerprint(self) -> Fingerprint:
-        """The fingerprint of every parameter of the model (the scheme of checkpoints saved before 0.5)."""
+        """The fingerprint of every parameter of the model, deltas included ("xxh3-128-tensors-v1", the scheme
+        of older checkpoints)."""
         return fingerprint_model(self.backbone_model)
 
     # ----- checkpoints (implemented in `persistence`) --------------------------------------
@@ -501,6 +502,15 @@ class DeltaBase:
             revision=revision,
             create_pr=create_pr,
         )
+
+    def load_weights(
+        self, source: str | os.PathLike | Mapping[str, torch.Tensor], check_hash: bool = True, **kwargs: Any
+    ) -> None:
+        """Hot-swap: copy another checkpoint's tensors (a folder, a Hub id, or a state dict with this delta's
+        keys) into this attached delta, in place. Shapes and the type's settings must match; nothing is
+        re-attached, and a compiled model keeps its code (parameters are graph inputs). A checkpoint with a
+        fingerprint is verified (`check_hash`); on any failure the delta keeps its previous values."""
+        provider("load_weights")(self, source, check_hash, kwargs)
 
     @classmethod
     def from_finetuned(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,54 @@ def _attach_checkpoint(
     return delta
 
 
+def load_weights(
+    delta: DeltaBase, source: str | os.PathLike | Mapping[str, torch.Tensor], check_hash: bool, kwargs: dict[str, Any]
+) -> None:
+    """`DeltaBase.load_weights` (see there)."""
+    if not delta.attached or delta.merged:
+        raise DeltaStateError(f"Delta {delta.name!r} must be attached and unmerged to load weights into it.")
+    if isinstance(source, Mapping):
+        delta.load_delta_state_dict(dict(source))
+        delta.loaded_from = None
+        return
+    options, overrides = split_hub_options(kwargs)
+    if overrides:
+        raise TypeError(f"load_weights() got unexpected keyword(s) {sorted(overrides)}; only Hub options apply.")
+    checkpoint = open_checkpoint(source, options)
+    if checkpoint.delta_type != delta.delta_type:
+        raise CheckpointError(f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not {delta.delta_type!r}.")
+    config = type(delta.config).from_dict(checkpoint.config_for(delta.backbone_model))
+    own = [f for f in type(delta.config).field_names() if f not in DeltaConfig.field_names()]
+    differ = [
+        f"{k}: {getattr(config, k)!r} (here {getattr(delta.config, k)!r})"
+        for k in own
+        if getattr(config, k) != getattr(delta.config, k)
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{checkpoint.source} was trained with other settings than delta {delta.name!r}: {'; '.join(differ)}. "
+            f"Load it as a new delta (AutoDeltaModel.from_finetuned) instead of swapping it in."
+        )
+    identity = _checkpoint_identity(checkpoint, config)
+    for other in named_deltas(delta.backbone_model).values():
+        if other is not delta and other.loaded_from == identity and other.attached:
+            raise CheckpointError(f"{checkpoint.source} is already loaded on this backbone as delta {other.name!r}.")
+    state = checkpoint.load_weights()
+    before = {k: v.detach().clone() for k, v in delta.delta_state_dict().items()}
+    old_config = delta.config
+    try:
+        delta.load_delta_state_dict(state)
+        delta.config = delta.config.replace(backbone_hash=config.backbone_hash, hash_algorithm=config.hash_algorithm)
+        if check_hash and checkpoint.format != PEFT:
+            verify_hash(delta, checkpoint.fingerprint())
+    except BaseException:
+        delta.config = old_config
+        delta.load_delta_state_dict(before)
+        raise
+    delta.loaded_from = identity
+    logger.info("swapped the weights of %s from %s", delta.name, checkpoint.source)
+
+
 def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None) -> None:
     """Compare the model's fingerprint now with the one recorded in the delta's config at save time."""
     cfg = delta.config
@@ -275,3 +323,4 @@ def _transformers_version() -> str | None:
 provide("save_delta", save_delta)
 provide("push_delta", push_delta)
 provide("load_delta", load_delta)
+provide("load_weights", load_weights)
