@@ -229,8 +229,8 @@ def load_weights(
     """`DeltaBase.load_weights` (see there)."""
     if not delta.attached or delta.merged:
         raise DeltaStateError(f"Delta {delta.name!r} must be attached and unmerged to load weights into it.")
-    if isinstance(source, Mapping):
-        delta.load_delta_state_dict(dict(source))
+    if isinstance(source, dict) or isinstance(source, Mapping):
+        delta.load_delta_state_dict(source if isinstance(source, dict) else dict(source))
         delta.loaded_from = None
         return
     options, overrides = split_hub_options(kwargs)
