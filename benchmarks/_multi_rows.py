@@ -10,7 +10,7 @@ import torch
 from _pairs import Table, paired
 
 LORA_TARGETS = ["query", "value"]
-N_DELTAS, MIXED_BATCH, MIXED_SEQ = 8, 32, 32
+N_DELTAS, MIXED_BATCH, MIXED_SEQ = 8, 32, 16
 
 
 def _randomize(params, seed: int) -> None:
