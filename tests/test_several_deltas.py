@@ -263,3 +263,39 @@ def test_mixed_batch_errors():
         mixed = out(model, x)
     opendelta.activate(model, "a")
     torch.testing.assert_close(mixed[:1], out(model, {k: v[:1] for k, v in x.items()}), rtol=0, atol=1e-5)
+
+
+# ----- the README example --------------------------------------------------------------------------------
+def _readme_block() -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return re.search(r"```python\n(.*?)```", text.split("<!-- several-deltas", 1)[1], re.S).group(1)
+
+
+def test_readme_several_deltas_example_runs(tmp_path, monkeypatch):
+    from functools import partial
+
+    import transformers
+
+    from tiny import loss_of
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch, "compile", partial(torch.compile, backend="eager"))
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", lambda name: build("bert"))
+    batch = inputs_for("bert", batch=3)
+
+    def train(model):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        for _ in range(2):
+            opt.zero_grad()
+            loss_of(run(model, "bert", batch)).backward()
+            opt.step()
+
+    ns = {"train": train, "batch": batch}
+    exec(compile(_readme_block(), "README.md", "exec"), ns)
+    fresh, model = ns["fresh"], ns["model"]
+    assert list(opendelta.deltas_of(fresh)) == ["lora", "served"]
+    opendelta.activate(model, ["sst2", "mnli"])  # fresh: mnli + sst2-v2 swapped into "served"
+    torch.testing.assert_close(ns["out"].logits, out(model, batch), rtol=0, atol=1e-5)
