@@ -20,8 +20,9 @@ from torch.utils.hooks import RemovableHandle
 
 from ._logging import logger
 from .config import DeltaConfig
+from .copyplan import CopyPlan, build_copy_plan, copy_state
 from .dispatch import claim_name, invalidate_compiled, release_name
-from .errors import CheckpointError, DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
+from .errors import DeltaConfigError, DeltaStateError, ModuleMatchError, UnsupportedModuleError
 from .fingerprint import Fingerprint, backbone_tensors, fingerprint_model, fingerprint_tensors
 from .interop import LegacyMapping, PeftMapping
 from .matching import delta_layer_prefixes, inside_any, is_delta_layer, parameters_under
@@ -398,55 +399,21 @@ class DeltaBase:
         """The tensors a checkpoint of this delta holds (detached, keys relative to the backbone)."""
         return {k: v.detach() for k, v in self._saved_tensors().items()}
 
-    def _copy_plan(self) -> _CopyPlan:
-        """Where every saved tensor lives (cached; rebuilt when the settings change or a tensor was replaced), so
-        that a hot-swap costs about as much as the copies themselves."""
+    def _copy_plan(self) -> CopyPlan:
+        """Where every saved tensor lives; cached until the settings change or a tensor is replaced."""
         state = (tuple(self.config.unfrozen_modules or ()), self._attached, tuple(map(id, self.sites)))
-        cached: _CopyPlan | None = self.__dict__.get("_plan")
-        if cached is not None and cached.state == state and cached.valid():
-            return cached
-        holders: dict[str, tuple[dict, str]] = {}
-        for prefix, layer in self.delta_modules():
-            for mname, m in layer.named_modules(remove_duplicate=False):
-                base = f"{prefix}.{mname}." if mname else f"{prefix}."
-                for a, t in m._parameters.items():
-                    if t is not None:
-                        holders[base + a] = (m._parameters, a)
-                for a, t in m._buffers.items():
-                    if t is not None and a not in m._non_persistent_buffers_set:
-                        holders[base + a] = (m._buffers, a)
-        for name in self._unfrozen_param_names(self.config.unfrozen_modules):
-            owner, _, a = name.rpartition(".")
-            holders[name] = (self.backbone_model.get_submodule(owner)._parameters, a)
-        saved = self._saved_tensors()
-        if holders.keys() != saved.keys():  # a layer with its own state_dict logic: hold the tensors themselves
-            holders = {k: ({k: v}, k) for k, v in saved.items()}
-        plan = _CopyPlan(state, holders)
-        self.__dict__["_plan"] = plan
-        return plan
+        cached: CopyPlan | None = self.__dict__.get("_plan")
+        if cached is None or cached.state != state or not cached.valid():
+            unfrozen = self._unfrozen_param_names(self.config.unfrozen_modules)
+            cached = build_copy_plan(state, self.delta_modules(), unfrozen, self.backbone_model, self._saved_tensors)
+            self.__dict__["_plan"] = cached
+        return cached
 
     def load_delta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Copy `state` into the delta (and unfrozen modules). Missing or unexpected keys are an error."""
         if not self._attached:
             raise DeltaStateError("Attach the delta before loading weights into it.")
-        plan = self._copy_plan()
-        if state.keys() != plan.keys.keys():
-            missing, unexpected = sorted(set(plan.keys) - set(state)), sorted(set(state) - set(plan.keys))
-            raise CheckpointError(_key_report(missing, unexpected))
-        srcs = [state[k] for k in plan.keys]
-        if [s.shape for s in srcs] != plan.shapes:
-            for k, src, dst in zip(plan.keys, srcs, plan.tensors):
-                if src.shape != dst.shape:
-                    raise CheckpointError(
-                        f"Tensor {k!r} has shape {tuple(src.shape)} in the checkpoint but "
-                        f"{tuple(dst.shape)} in the model; was it saved with other settings?"
-                    )
-        if [s.dtype for s in srcs] != plan.dtypes:
-            for k, src, dst in zip(plan.keys, srcs, plan.tensors):
-                if src.dtype != dst.dtype:
-                    logger.info("casting %s from %s to %s", k, src.dtype, dst.dtype)
-        with torch.no_grad():
-            torch._foreach_copy_(plan.tensors, srcs)  # one fused copy (casts and moves like copy_ where needed)
+        copy_state(self._copy_plan(), state)
 
     def fingerprint(self) -> Fingerprint:
         """Fingerprint of the backbone's own tensors (parameters and persistent buffers, no delta layer) and of
@@ -548,8 +515,9 @@ class DeltaBase:
 
         finetuned_delta_path: a checkpoint folder (ours, OpenDelta 0.3, or a PEFT adapter) or a Hub repo id
             `Org/name`, fetched through the Hugging Face cache (`HF_HUB_OFFLINE=1` is honoured).
-        kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
-            any other keyword overrides a config key.
+        kwargs: `name` (the delta's name on the backbone, see `from_config`); the Hub options `revision`,
+            `cache_dir`, `force_download`, `local_files_only`, `token`; any other keyword overrides a config key.
+        Loading a checkpoint that is already loaded on this backbone is a CheckpointError.
         On any failure (bad checkpoint, key mismatch, hash mismatch) the backbone is left as it was.
         """
         return provider("load_delta")(cls, finetuned_delta_path, backbone_model, check_hash, kwargs)
@@ -562,28 +530,3 @@ class DeltaBase:
             f"{type(self).__name__}({self.name!r}, {state}, {len(self.sites)} module(s), "
             f"{self.num_delta_parameters()} delta parameters, config={self.config!r})"
         )
-
-
-class _CopyPlan:
-    """The saved tensors of a delta in a fixed order, with where each one is held (to notice replacements)."""
-
-    def __init__(self, state: tuple, holders: dict[str, tuple[dict, str]]) -> None:
-        self.state = state
-        self.keys = {k: i for i, k in enumerate(holders)}
-        self.holders = list(holders.values())
-        self.tensors = [d[a] for d, a in self.holders]
-        self.shapes = [t.shape for t in self.tensors]
-        self.dtypes = [t.dtype for t in self.tensors]
-
-    def valid(self) -> bool:
-        return all(d.get(a) is t for (d, a), t in zip(self.holders, self.tensors))
-
-
-def _key_report(missing: list[str], unexpected: list[str]) -> str:
-    lines = ["The checkpoint does not fit this delta:"]
-    if missing:
-        lines.append(f"  {len(missing)} missing key(s), e.g. {missing[:3]}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
-    lines.append("  Was it saved from another backbone or with other `modified_modules`?")
-    return "\n".join(lines)
