@@ -21,6 +21,7 @@ from opendelta import (
     Visualization,
 )
 from opendelta import fingerprint as fpmod
+from opendelta.dispatch import dispatchers_of
 from tiny import build, inputs_for, run
 
 
@@ -240,6 +241,9 @@ def test_mixed_batch_equals_each_example_alone(kind):
     x = inputs_for("bert", batch=len(names), seed=3)
     with opendelta.mixed_batch(model, names):
         mixed = out(model, x)
+        # one batched computation per module for the three deltas there, not one per delta
+        groups = [g for d in dispatchers_of(model) for g in d.plan or []]
+        assert groups and all(len(g.entries) == 3 for g in groups)
     for i, n in enumerate(names):
         xi = {k: v[i : i + 1] for k, v in x.items()}
         with opendelta.using(model, n):

@@ -164,13 +164,14 @@ def invalidate_compiled() -> None:
 
 # -- the deltas of a backbone, by name ------------------------------------------------------------
 def named_deltas(backbone: nn.Module) -> dict[str, Any]:
-    """Name -> delta, in attach order, of the deltas created on `backbone` (kept on the backbone itself)."""
-    return backbone.__dict__.setdefault(_DELTAS_ATTR, {})
+    """Name -> delta, in attach order, of the deltas created on `backbone` (kept on the backbone itself; do not
+    modify the dict)."""
+    return backbone.__dict__.get(_DELTAS_ATTR, {})
 
 
 def claim_name(backbone: nn.Module, delta: Any, name: str | None, default: str) -> str:
     """Register `delta` under `name` (or `default`, `default_1`, `default_2`, ...: OpenDelta 0.3's scheme)."""
-    table = named_deltas(backbone)
+    table = backbone.__dict__.setdefault(_DELTAS_ATTR, {})
     if name is not None:
         if not isinstance(name, str) or not name or "." in name:
             raise DeltaConfigError(f"A delta name must be a non-empty string without dots, got {name!r}.")
@@ -190,5 +191,4 @@ def claim_name(backbone: nn.Module, delta: Any, name: str | None, default: str) 
 
 
 def release_name(backbone: nn.Module, name: str) -> None:
-    table = named_deltas(backbone)
-    table.pop(name, None)
+    named_deltas(backbone).pop(name, None)

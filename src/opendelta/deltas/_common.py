@@ -133,13 +133,23 @@ def route_output(site: Site, layer: nn.Module, dim: int, delta_type: str, mixed:
         check_last_dim(site.name, h, dim, delta_type, "output")
         return layer(h)
 
-    mixed_hook = None
-    if mixed is not None:
+    site.on_output(lambda module, args, output: map_first_output(output, apply), mixed=_mixed_output_hook(mixed))
 
-        def mixed_hook(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: Any) -> Any:
+
+_MIXED_HOOKS: dict[Callable, Callable] = {}
+
+
+def _mixed_output_hook(mixed: Callable | None) -> Callable | None:
+    """One hook function per `mixed` (so the deltas of a type on a module are computed together)."""
+    if mixed is None:
+        return None
+    if mixed not in _MIXED_HOOKS:
+
+        def hook(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: Any) -> Any:
             return map_first_output(output, lambda h: mixed([e.layer for e in entries], index, h))
 
-    site.on_output(lambda module, args, output: map_first_output(output, apply), mixed=mixed_hook)
+        _MIXED_HOOKS[mixed] = hook
+    return _MIXED_HOOKS[mixed]
 
 
 def check_mixed_batch(t: torch.Tensor, index: torch.Tensor) -> None:

@@ -122,6 +122,15 @@ def _write_peft_tensor(site: Site, attr: str, key: str, tensor: torch.Tensor) ->
     return {f"{site.name}.ia3_l": tensor[None, :] if on_input else tensor[:, None]}
 
 
+def _mixed_input(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    x, replace = first_input(args, kwargs)
+    return replace(IA3Layer.mixed_scales(entries, index, x))
+
+
+def _mixed_output(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: Any) -> Any:
+    return IA3Layer.mixed_scales(entries, index, output)
+
+
 @register_delta("ia3")
 class IA3Model(DeltaBase):
     """(IA)^3 scaling vectors on Linear / Conv1D layers; mergeable into their weights."""
@@ -161,16 +170,9 @@ class IA3Model(DeltaBase):
                 x, replace = first_input(args, kwargs)
                 return replace(layer(x))
 
-            def mixed_input(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, kwargs: dict) -> Any:
-                x, replace = first_input(args, kwargs)
-                return replace(IA3Layer.mixed_scales(entries, index, x))
-
-            site.on_input(scale_input, with_kwargs=True, mixed=mixed_input)
+            site.on_input(scale_input, with_kwargs=True, mixed=_mixed_input)
         else:
-            site.on_output(
-                lambda module, args, output: layer(output),
-                mixed=lambda entries, index, module, args, output: IA3Layer.mixed_scales(entries, index, output),
-            )
+            site.on_output(lambda module, args, output: layer(output), mixed=_mixed_output)
 
     def merge(self) -> None:
         """Fold every scaling vector into its layer's weight (and bias); refused if any entry is zero."""
