@@ -105,7 +105,12 @@ class Table:
     def add(self, row: str, measured: str, ratio_name: str, ratio: float | str, target: str) -> None:
         """A row measured otherwise (one-shot sizes, memory peaks, subprocess rows)."""
         r = f"{ratio:.3f}" if isinstance(ratio, float) else ratio
-        self._put(row, measured, ratio_name, r, "-", target, "-")
+        verdict = "-"
+        if isinstance(ratio, float) and target[:2] in ("<=", ">=", "=="):
+            bound = float(target[2:])
+            ok = {"<=": ratio <= bound, ">=": ratio >= bound, "==": ratio == bound}[target[:2]]
+            verdict = "pass" if ok else "FAIL"
+        self._put(row, measured, ratio_name, r, "-", target, verdict)
 
     def add_paired(self, row: str, names: tuple[str, str], p: Paired, ratio_name: str, target: str) -> None:
         measured = f"{names[0]} {ms(p.a)}, {names[1]} {ms(p.b)}; {len(p.ratios)} ABBA pairs"
