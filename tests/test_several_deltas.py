@@ -66,6 +66,9 @@ def test_default_names_custom_names_and_the_backbone_view():
         opendelta.get_delta(model, "nope")
     a.merge_and_unload()  # releases the name
     assert "lora" not in opendelta.deltas_of(model)
+    b.release()  # detached and forgotten: its layers, hooks and name leave the backbone
+    assert "lora_1" not in opendelta.deltas_of(model) and not any(".lora_1." in k for k in model.state_dict())
+    assert all(e.owner is not b for d in dispatchers_of(model) for e in d.entries)
     assert LoraModel(model, modified_modules=["4"]).name == "lora"
 
 
