@@ -1,7 +1,9 @@
 """Performance benchmark: opendelta side by side with PEFT and the original OpenDelta 0.3.2.
 
-Each row runs the compared programs alternately (in one process, or back to back in subprocesses for the
-rows that need another virtualenv) and reports the median and spread over repeats, then the ratio.
+Each ratio row times the two programs in >= 20 interleaved rounds A B B A in one process and reports the
+median of the per-round ratios with its spread; a row whose interquartile range straddles the target says
+"too noisy to judge" instead of a verdict (`_pairs.py`). Rows that need another virtualenv (OpenDelta
+0.3.2) run back to back in subprocesses and report medians over repeats.
 
     python benchmarks/perf.py                      # every row that the installed packages allow
     python benchmarks/perf.py --rows train,size    # a subset
@@ -33,6 +35,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _multi_rows  # noqa: E402
+from _pairs import Table, paired  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_perf_worker.py"
@@ -67,20 +73,6 @@ def batch(seed: int = 0) -> dict:
     }
 
 
-def timed_alternating(fns: dict[str, Callable[[], None]], repeats: int, inner: int) -> dict[str, list[float]]:
-    """Run every fn `inner` times per repeat, cycling through them; returns seconds per call."""
-    for fn in fns.values():  # warm-up
-        fn()
-    out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            out[name].append((time.perf_counter() - start) / inner)
-    return out
-
-
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -88,21 +80,6 @@ def med(xs: list[float]) -> float:
 def spread(xs: list[float]) -> str:
     m = med(xs)
     return f"±{100 * (max(xs) - min(xs)) / 2 / m:.0f}%" if m else ""
-
-
-class Table:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str, str, str, str]] = []
-
-    def add(self, row: str, measured: str, ratio_name: str, ratio: float | str, target: str) -> None:
-        r = f"{ratio:.3f}" if isinstance(ratio, float) else ratio
-        self.rows.append((row, measured, ratio_name, r, target))
-        print(f"  {row:<22} {ratio_name:<34} {r:>8}   target {target:<10} | {measured}", flush=True)
-
-    def markdown(self) -> str:
-        lines = ["| row | ratio | value | target | measured (median, spread) |", "|---|---|---|---|---|"]
-        lines += [f"| {a} | {c} | {d} | {e} | {b} |" for a, b, c, d, e in self.rows]
-        return "\n".join(lines)
 
 
 def _peft():
@@ -158,20 +135,20 @@ def _step_fn(model, x):
     return step
 
 
-def row_train(table: Table, name: str, make_model: Callable[[], torch.nn.Module], repeats: int, inner: int) -> None:
+def row_train(table: Table, name: str, make_model: Callable[[], torch.nn.Module], pairs: int, full: bool) -> None:
     x = batch()
-    fns = {}
-    for variant, wrap in [("ours", _ours_lora), ("peft", _peft_lora), ("full", _full), ("floor", _floor)]:
-        fns[variant] = _step_fn(wrap(make_model()), x)
-    t = timed_alternating(fns, repeats, inner)
-    measured = ", ".join(f"{k} {1000 * med(v):.0f} ms {spread(v)}" for k, v in t.items())
-    table.add(name, measured, "ours / PEFT", med(t["ours"]) / med(t["peft"]), "<= 0.95")
-    table.add(name, measured, "ours / full fine-tune", med(t["ours"]) / med(t["full"]), "-")
-    table.add(name, measured, "ours / frozen floor", med(t["ours"]) / med(t["floor"]), "-")
+    variants = [("ours", _ours_lora), ("peft", _peft_lora)] + ([("full", _full), ("floor", _floor)] if full else [])
+    fns = {variant: _step_fn(wrap(make_model()), x) for variant, wrap in variants}
+    table.add_paired(name, ("ours", "PEFT"), paired(fns["ours"], fns["peft"], pairs), "ours / PEFT", "<= 0.95")
+    if full:
+        p = paired(fns["ours"], fns["full"], pairs)
+        table.add_paired(name, ("ours", "full"), p, "ours / full fine-tune", "-")
+        p = paired(fns["ours"], fns["floor"], pairs)
+        table.add_paired(name, ("ours", "floor"), p, "ours / frozen floor", "-")
 
 
 # ------------------------------------------------------------------------------------------ inference
-def row_inference(table: Table, repeats: int, inner: int) -> None:
+def row_inference(table: Table, pairs: int, inner: int) -> None:
     from opendelta import LoraModel
 
     x = {k: v for k, v in batch().items() if k != "labels"}
@@ -192,10 +169,10 @@ def row_inference(table: Table, repeats: int, inner: int) -> None:
 
         return f
 
-    t = timed_alternating({"base": fwd(base), "unmerged": fwd(unmerged), "merged": fwd(merged)}, repeats, inner)
-    measured = ", ".join(f"{k} {1000 * med(v):.1f} ms {spread(v)}" for k, v in t.items())
-    table.add("inference", measured, "unmerged LoRA / base", med(t["unmerged"]) / med(t["base"]), "<= 1.05")
-    table.add("inference", measured, "merged LoRA / base", med(t["merged"]) / med(t["base"]), "<= 1.01")
+    p = paired(fwd(unmerged), fwd(base), pairs, inner)
+    table.add_paired("inference", ("unmerged", "base"), p, "unmerged LoRA / base", "<= 1.05")
+    p = paired(fwd(merged), fwd(base), pairs, inner)
+    table.add_paired("inference", ("merged", "base"), p, "merged LoRA / base", "<= 1.01")
 
 
 # ------------------------------------------------------------------------------------ attach, fingerprint
@@ -219,39 +196,25 @@ def llama_1b() -> torch.nn.Module:
     return model
 
 
-def row_attach_and_fingerprint(table: Table, repeats: int, legacy_python: str | None, ours445: str | None) -> None:
+def row_attach_and_fingerprint(
+    table: Table, pairs: int, repeats: int, legacy_python: str | None, ours445: str | None
+) -> None:
     from opendelta import LoraModel
-    from opendelta.fingerprint import fingerprint_model
 
     peft = _peft()
     model = llama_1b()
-    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    held = {}
 
-    t: dict[str, list[float]] = {"ours": [], "peft": []}
-    for rep in range(repeats + 1):  # attach only is timed; detach / unload happen outside the clock
-        start = time.perf_counter()
-        delta = LoraModel(model, modified_modules=ATTN_PROJ, lora_r=8)
-        ours_s = time.perf_counter() - start
-        delta.detach()
-        start = time.perf_counter()
-        pm = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=ATTN_PROJ))
-        peft_s = time.perf_counter() - start
-        pm.unload()
-        if rep:  # the first round is a warm-up
-            t["ours"].append(ours_s)
-            t["peft"].append(peft_s)
-    measured = ", ".join(f"{k} {1000 * med(v):.0f} ms {spread(v)}" for k, v in t.items())
-    table.add("attach (1B Llama)", measured, "ours / PEFT get_peft_model", med(t["ours"]) / med(t["peft"]), "<= 0.5")
+    def ours():
+        held["o"] = LoraModel(model, modified_modules=ATTN_PROJ, lora_r=8)
 
-    t = timed_alternating({"fingerprint": lambda: fingerprint_model(model)}, repeats, 1)
-    gbs = n_bytes / med(t["fingerprint"]) / 1e9
-    table.add(
-        "fingerprint (1B, bf16)",
-        f"{n_bytes / 1e9:.2f} GB in {1000 * med(t['fingerprint']):.0f} ms {spread(t['fingerprint'])}",
-        "GB/s",
-        gbs,
-        ">= 5",
-    )
+    def theirs():
+        held["p"] = peft.get_peft_model(model, peft.LoraConfig(r=8, lora_alpha=16, target_modules=ATTN_PROJ))
+
+    p = paired(ours, theirs, pairs, after_a=lambda: held.pop("o").release(), after_b=lambda: held.pop("p").unload())
+    table.add_paired("attach (1B Llama)", ("ours", "PEFT"), p, "ours / PEFT get_peft_model", "<= 0.5")
+    for label, m in [("MiniLM, fp32", load_minilm()), ("1B Llama, bf16", model)]:
+        _fingerprint_speed(table, label, m, repeats)
 
     if legacy_python and ours445:
         od = _worker(legacy_python, "attach_fp", repeats=repeats)
@@ -276,9 +239,25 @@ def row_attach_and_fingerprint(table: Table, repeats: int, legacy_python: str | 
         )
 
 
+def _fingerprint_speed(table: Table, label: str, model: torch.nn.Module, repeats: int) -> None:
+    """First-time hashing speed (remembered digests dropped before each run)."""
+    from opendelta.fingerprint import clear_digest_cache, fingerprint_model
+
+    n_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    times = []
+    for _ in range(repeats + 1):
+        clear_digest_cache()
+        start = time.perf_counter()
+        fingerprint_model(model)
+        times.append(time.perf_counter() - start)
+    t = times[1:]
+    measured = f"{n_bytes / 1e6:.0f} MB in {1000 * med(t):.1f} ms {spread(t)} (first time; again: O(#tensors))"
+    table.add(f"fingerprint ({label})", measured, "GB/s", n_bytes / med(t) / 1e9, ">= 10")
+
+
 # ------------------------------------------------------------------------------------------------ load
-def row_load_and_size(table: Table, repeats: int) -> None:
-    from opendelta import AutoDeltaModel, LoraModel
+def row_load_and_size(table: Table, pairs: int) -> None:
+    from opendelta import LoraModel
 
     peft = _peft()
     tmp = Path(tempfile.mkdtemp())
@@ -290,28 +269,7 @@ def row_load_and_size(table: Table, repeats: int) -> None:
     d.save_finetuned(tmp / "ours")
     pm = peft.get_peft_model(load_minilm(), peft.LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS))
     pm.save_pretrained(tmp / "peft")
-
-    backbones = [load_minilm() for _ in range(3 * (repeats + 1))]
-
-    def ours():
-        AutoDeltaModel.from_finetuned(tmp / "ours", backbone_model=backbones.pop())
-
-    def ours_unchecked():
-        AutoDeltaModel.from_finetuned(tmp / "ours", backbone_model=backbones.pop(), check_hash=False)
-
-    def theirs():
-        peft.PeftModel.from_pretrained(backbones.pop(), tmp / "peft")
-
-    t = timed_alternating({"ours": ours, "ours, check_hash=False": ours_unchecked, "peft": theirs}, repeats, 1)
-    measured = ", ".join(f"{k} {1000 * med(v):.1f} ms {spread(v)}" for k, v in t.items())
-    table.add("load (MiniLM LoRA)", measured, "ours / PEFT from_pretrained", med(t["ours"]) / med(t["peft"]), "<= 1.0")
-    table.add(
-        "load (MiniLM LoRA)",
-        "the same runs; PEFT verifies nothing",
-        "ours without hash check / PEFT",
-        med(t["ours, check_hash=False"]) / med(t["peft"]),
-        "-",
-    )
+    _multi_rows.row_load_verified(table, load_minilm, peft, pairs)  # first time / onto a verified backbone
 
     raw = sum(p.numel() * p.element_size() for p in d.delta_parameters())
     ours_bytes = (tmp / "ours" / "delta_model.safetensors").stat().st_size
@@ -417,13 +375,15 @@ def _worker(python: str, task: str, **kwargs) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ main
-ROWS = ["train", "train_large", "inference", "attach", "load", "memory", "legacy"]
+ROWS = ["train", "train_large", "inference", "attach", "load", "switch", "mixed", "hotswap", "memory", "legacy"]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {ROWS}")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--pairs", type=int, default=20, help="ABBA rounds per ratio (at least 20)")
+    ap.add_argument("--repeats", type=int, default=7, help="repeats of the rows that are not ratios of pairs")
+    ap.add_argument("--compile-backend", default="aot_eager", help="torch.compile backend of the hot-swap row")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--opendelta-python", default=os.environ.get("OPENDELTA032_PYTHON"))
     ap.add_argument("--ours445-python", default=os.environ.get("OURS445_PYTHON"))
@@ -439,15 +399,21 @@ def main(argv: list[str] | None = None) -> None:
     table = Table()
     start = time.perf_counter()
     if "train" in rows:
-        row_train(table, "train step (MiniLM)", load_minilm, args.repeats, 3)
+        row_train(table, "train step (MiniLM)", load_minilm, args.pairs, full=True)
     if "train_large" in rows:
-        row_train(table, "train step (BERT-base)", bert_base, max(3, args.repeats // 2), 1)
+        row_train(table, "train step (BERT-base)", bert_base, args.pairs, full=False)
     if "inference" in rows:
-        row_inference(table, args.repeats, 5)
+        row_inference(table, args.pairs, 3)
     if "attach" in rows:
-        row_attach_and_fingerprint(table, max(3, args.repeats // 2), args.opendelta_python, args.ours445_python)
+        row_attach_and_fingerprint(table, args.pairs, args.repeats, args.opendelta_python, args.ours445_python)
     if "load" in rows:
-        row_load_and_size(table, args.repeats)
+        row_load_and_size(table, args.pairs)
+    if "switch" in rows:
+        _multi_rows.row_switch(table, load_minilm, _peft(), args.pairs)
+    if "mixed" in rows:
+        _multi_rows.row_mixed(table, load_minilm, _peft(), args.pairs)
+    if "hotswap" in rows:
+        _multi_rows.row_hot_swap(table, load_minilm, args.pairs, args.compile_backend)
     if "memory" in rows:
         row_memory(table)
     if "legacy" in rows:

@@ -141,8 +141,10 @@ def test_two_delta_models_on_one_backbone():
         d2.attach()
         assert torch.equal(run(model, "bert", x), both)
         assert not torch.equal(only2, both)
-    with pytest.raises(DeltaStateError, match="already has an attribute 'lora'"):
-        LoraModel(model, modified_modules=["query"])
+    # a second LoRA on the same modules is allowed: it gets the next name and attribute
+    d3 = LoraModel(model, modified_modules=["query"])
+    assert (d1.name, d2.name, d3.name) == ("lora", "lora_1", "lora_2")
+    assert any(k.endswith("query.lora_1.lora_A") for k in model.state_dict())
 
 
 def test_addressing_suffix_regex_and_exclude():

@@ -382,10 +382,10 @@ def _integer_model() -> torch.nn.Module:
 
 def test_fingerprint_digest_is_pinned():
     """A change of algorithm (or of its byte layout) would make shared checkpoints unverifiable: it must show."""
-    from opendelta.fingerprint import ALGORITHM, fingerprint_model
+    from opendelta.fingerprint import MODEL_ALGORITHM, fingerprint_model
 
     fp = fingerprint_model(_integer_model())
-    assert ALGORITHM == "xxh3-128-tensors-v1"
+    assert MODEL_ALGORITHM == "xxh3-128-tensors-v1"
     assert fp.tensors == {
         "b16": "bfloat16:2x2x2:e98d19e93cec65a81746f13d9172d5fe",
         "h16": "float16:10:3673e4448860be7a4ecde082e2696f5c",

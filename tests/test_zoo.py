@@ -250,11 +250,22 @@ def test_not_mergeable(delta_type):
         delta.unmerge()
 
 
-def test_same_delta_twice_on_a_module_is_refused():
+def test_same_delta_type_twice_on_a_module_composes_in_attach_order():
     model = build("toy")
-    AdapterModel(model, modified_modules=["0"], bottleneck_dim=2)
-    with pytest.raises(DeltaStateError, match="already has an attribute 'adapter'"):
-        AdapterModel(model, modified_modules=["2", "0"], bottleneck_dim=2)
+    a1 = AdapterModel(model, modified_modules=["0"], bottleneck_dim=2)
+    a2 = AdapterModel(model, modified_modules=["2", "0"], bottleneck_dim=2)
+    assert (a1.name, a2.name) == ("adapter", "adapter_1")
+    assert model[0].adapter is a1.sites[0].layers["adapter"]
+    assert model[0].adapter_1 is dict(a2.delta_modules())["0.adapter"]
+    perturb(a1)
+    perturb(a2)
+    x = torch.randn(2, 8)
+    with torch.no_grad():
+        h = torch.nn.functional.linear(x, model[0].weight, model[0].bias)
+        expected = model[0].adapter_1(model[0].adapter(h))  # "after" deltas apply in attach order
+        a2.set_active(False)
+        a2.set_active(True)
+        torch.testing.assert_close(model[0](x), expected, rtol=0, atol=0)
     # another delta type on the same module stacks
     d = BitFitModel(model, modified_modules=["0"])
     perturb(d)

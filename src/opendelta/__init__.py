@@ -31,6 +31,7 @@ from .inspection import CheckpointInfo, inspect, inspect_checkpoint
 from .registry import get_delta_class, register_delta, registered_delta_types
 from .site import Site
 from .stats import ModelStats
+from .switching import activate, active_deltas, deactivate, deltas_of, get_delta, mixed_batch, using
 from .version import __version__
 from .visualization import Visualization
 
@@ -49,6 +50,13 @@ __all__ = [
     "inspect_checkpoint",
     "CheckpointInfo",
     "ModelStats",
+    "deltas_of",
+    "get_delta",
+    "activate",
+    "deactivate",
+    "active_deltas",
+    "using",
+    "mixed_batch",
     "AdapterConfig",
     "AdapterModel",
     "BitFitConfig",

@@ -20,11 +20,13 @@ from torch import nn
 from ._logging import logger
 from .compat import Legacy03Mixin, check_init_keywords, check_load_keywords, check_save_keywords, warn_unmatched_exclude
 from .config import DeltaConfig
-from .errors import CheckpointError, DeltaConfigError, DeltaStateError, UnsupportedModuleError
-from .fingerprint import Fingerprint, fingerprint_model
+from .copyplan import CopyPlan, build_copy_plan, copy_state
+from .dispatch import claim_name, invalidate_compiled, release_name
+from .errors import DeltaConfigError, DeltaStateError, UnsupportedModuleError
+from .fingerprint import Fingerprint, backbone_tensors, fingerprint_model, fingerprint_tensors
 from .guard import BackboneGuard
 from .interop import LegacyMapping, PeftMapping
-from .matching import delta_layer_prefixes, inside_any, parameters_under
+from .matching import delta_layer_prefixes, inside_any, is_delta_layer, parameters_under
 from .providers import provider
 from .registry import registered_delta_classes
 from .site import HALF_TO_FLOAT32, Site
@@ -60,7 +62,9 @@ class DeltaBase(Legacy03Mixin):
     #: how OpenDelta 0.3 stored this type, where it differs
     legacy: ClassVar[LegacyMapping] = LegacyMapping()
 
-    def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, backbone_model: nn.Module, config: DeltaConfig | None = None, *, name: str | None = None, **kwargs: Any
+    ) -> None:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
         interactive = kwargs.pop("interactive_modify", False)  # True or a port: pick the modules on a web page
@@ -82,12 +86,21 @@ class DeltaBase(Legacy03Mixin):
         self._attached = False
         self._merged = False
         self._guard: BackboneGuard | None = None  # state_dict filter + save_pretrained route (guard.py)
-        self._attach_new()
+        self._active = True
+        self.loaded_from: str | None = None  # set by from_finetuned: which checkpoint this delta holds
+        #: the delta's name on its backbone (`name=`, else its type: "lora", then "lora_1", "lora_2", ...)
+        self.name = claim_name(backbone_model, self, name, self.delta_type)
+        try:
+            self._attach_new()
+        except BaseException:
+            release_name(backbone_model, self.name)
+            raise
 
     # ----- construction -------------------------------------------------------------------
     @classmethod
     def from_config(cls, config: DeltaConfig | dict, backbone_model: nn.Module, **kwargs: Any) -> DeltaBase:
-        """Attach a delta described by `config` to `backbone_model` (modified in place)."""
+        """Attach a delta described by `config` to `backbone_model` (modified in place). `name=` names it on
+        the backbone (default: its type, then `<type>_1`, `<type>_2`, ...); other keywords override the config."""
         if isinstance(config, dict):
             config = cls.config_class.from_dict(config)
         return cls(backbone_model, config=config, **kwargs)
@@ -156,6 +169,8 @@ class DeltaBase(Legacy03Mixin):
             sites.extend(self.build_model_sites())
         finally:
             HALF_TO_FLOAT32.reset(policy)
+        for site in sites:
+            site.owner = self
         self.sites = sites
         self._activate_all()
         logger.info(
@@ -163,16 +178,28 @@ class DeltaBase(Legacy03Mixin):
         )
 
     def _activate_all(self) -> None:
+        """Register the layers (as `lora`, or `lora_1`, ... when another delta of the type is there) and hooks."""
+        k = 0
+        while not all(site.attrs_free(f"_{k}" if k else "") for site in self.sites):
+            k += 1
+        suffix = f"_{k}" if k else ""
         done: list[Site] = []
+        changed = False
         try:
             for site in self.sites:
-                site.activate()
+                changed |= site.activate(suffix=suffix)
                 done.append(site)
         except BaseException:
             for site in reversed(done):
-                site.deactivate()
+                changed |= site.deactivate()
             raise
+        finally:
+            if changed:
+                invalidate_compiled()
         self._attached = True
+        if not self._active:
+            for site in self.sites:
+                site.set_on(False)
 
     # ----- attach / detach / merge ----------------------------------------------------------
     @property
@@ -193,10 +220,13 @@ class DeltaBase(Legacy03Mixin):
             raise DeltaStateError("The delta is already detached; call attach() to put it back.")
         if self._merged:
             self.unmerge()
+        changed = False
         for site in self.sites:
-            site.deactivate()
+            changed |= site.deactivate()
         self._remove_guard()  # the state_dict filter goes with the delta
         self._attached = False
+        if changed:
+            invalidate_compiled()
 
     def attach(self) -> None:
         """Put a detached delta back, with the parameters it had."""
@@ -204,30 +234,54 @@ class DeltaBase(Legacy03Mixin):
             raise DeltaStateError("The delta is already attached; call detach() first to take it off.")
         self._activate_all()
 
+    @property
+    def active(self) -> bool:
+        """Whether the delta acts in the forward pass (an attached delta can be switched off, see `set_active`)."""
+        return self._active
+
+    def set_active(self, active: bool = True) -> None:
+        """Switch the delta on or off without detaching it: its layers stay (and stay in `state_dict`), its hooks
+        stay registered and read this flag, so a compiled model follows without dropping its code.
+        `opendelta.activate(model, names)` switches several deltas of a backbone at once."""
+        if self._merged and not active:
+            raise DeltaStateError(f"Delta {self.name!r} is merged into the weights; unmerge() it to switch it off.")
+        self._active = bool(active)
+        if self._attached and not self._merged:
+            for site in self.sites:
+                site.set_on(self._active)
+
     def merge(self) -> None:
         """Fold the delta into the backbone weights: inference then runs the plain backbone (no hooks)."""
         self._check_mergeable("merge")
         if self._merged:
             raise DeltaStateError("The delta is already merged; call unmerge() first to merge it again.")
+        if not self._active:
+            raise DeltaStateError(f"Delta {self.name!r} is switched off; set_active(True) before merging it.")
+        changed = False
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
                     layer.merge_into(site.module)
-                site.remove_hooks()
+                changed |= site.remove_hooks()
         self._remove_guard()  # the weights now hold the delta: state_dict / save_pretrained save them all
         self._merged = True
+        if changed:
+            invalidate_compiled()
 
     def unmerge(self) -> None:
         """Undo `merge()` (exact up to floating-point rounding of the subtraction)."""
         self._check_mergeable("unmerge")
         if not self._merged:
             raise DeltaStateError("The delta is not merged; call merge() first.")
+        changed = False
         with torch.no_grad():
             for site in self.sites:
                 for layer in site.layers.values():
                     layer.unmerge_from(site.module)
-                site.register_hooks()
+                changed |= site.register_hooks()
         self._merged = False
+        if changed:
+            invalidate_compiled()
 
     def merge_and_unload(self) -> nn.Module:
         """Merge the delta into the weights and remove its layers and hooks for good.
@@ -238,10 +292,27 @@ class DeltaBase(Legacy03Mixin):
         self.merge()
         for site in self.sites:
             site.deactivate()
+            site.forget()
         self._remove_guard()
         self.sites = []
         self._attached = self._merged = False
+        release_name(self.backbone_model, self.name)
         return self.backbone_model
+
+    def release(self) -> None:
+        """Take the delta off for good (detached if attached): its hooks and name leave the backbone, and a
+        delta of the same name or checkpoint can be attached again. The object cannot be re-attached."""
+        if self._attached:
+            self.detach()
+        changed = False
+        for site in self.sites:
+            changed |= site.remove_hooks()
+            site.forget()
+        if changed:
+            invalidate_compiled()
+        self._remove_guard()
+        self.sites = []
+        release_name(self.backbone_model, self.name)
 
     def _check_mergeable(self, what: str) -> None:
         if not self.mergeable:
@@ -347,30 +418,32 @@ class DeltaBase(Legacy03Mixin):
         """The tensors a checkpoint of this delta holds (detached, keys relative to the backbone)."""
         return {k: v.detach() for k, v in self._saved_tensors().items()}
 
+    def _copy_plan(self) -> CopyPlan:
+        """Where every saved tensor lives; cached until the settings change or a tensor is replaced."""
+        state = (tuple(self.config.unfrozen_modules or ()), self._attached, tuple(map(id, self.sites)))
+        cached: CopyPlan | None = self.__dict__.get("_plan")
+        if cached is None or cached.state != state or not cached.valid():
+            unfrozen = self._unfrozen_param_names(self.config.unfrozen_modules)
+            cached = build_copy_plan(state, self.delta_modules(), unfrozen, self.backbone_model, self._saved_tensors)
+            self.__dict__["_plan"] = cached
+        return cached
+
     def load_delta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Copy `state` into the delta (and unfrozen modules). Missing or unexpected keys are an error."""
         if not self._attached:
             raise DeltaStateError("Attach the delta before loading weights into it.")
-        targets = self._saved_tensors()
-        missing = sorted(set(targets) - set(state))
-        unexpected = sorted(set(state) - set(targets))
-        if missing or unexpected:
-            raise CheckpointError(_key_report(missing, unexpected))
-        for k, src in state.items():
-            if tuple(src.shape) != tuple(targets[k].shape):
-                raise CheckpointError(
-                    f"Tensor {k!r} has shape {tuple(src.shape)} in the checkpoint but "
-                    f"{tuple(targets[k].shape)} in the model; was it saved with other settings?"
-                )
-        with torch.no_grad():
-            for k, src in state.items():
-                dst = targets[k]
-                if dst.dtype != src.dtype:
-                    logger.info("casting %s from %s to %s", k, src.dtype, dst.dtype)
-                dst.copy_(src.to(device=dst.device, dtype=dst.dtype))
+        copy_state(self._copy_plan(), state)
 
     def fingerprint(self) -> Fingerprint:
-        """Fingerprint of the whole model as it is now (backbone + deltas)."""
+        """Fingerprint of the backbone's own tensors (parameters and persistent buffers, no delta layer) and of
+        this delta's saved tensors, as they are now. Another delta's layers never enter it, so deltas saved
+        separately reload in any order with the check on. Digests of unchanged tensors are reused."""
+        own = {k: v for k, v in self._saved_tensors().items()}
+        return fingerprint_tensors({**backbone_tensors(self.backbone_model, skip=is_delta_layer), **own})
+
+    def model_fingerprint(self) -> Fingerprint:
+        """The fingerprint of every parameter of the model, deltas included ("xxh3-128-tensors-v1", the scheme
+        of older checkpoints)."""
         return fingerprint_model(self.backbone_model)
 
     # ----- checkpoints (implemented in `persistence`) --------------------------------------
@@ -447,6 +520,15 @@ class DeltaBase(Legacy03Mixin):
             create_pr=create_pr,
         )
 
+    def load_weights(
+        self, source: str | os.PathLike | Mapping[str, torch.Tensor], check_hash: bool = True, **kwargs: Any
+    ) -> None:
+        """Hot-swap: copy another checkpoint's tensors (a folder, a Hub id, or a state dict with this delta's
+        keys) into this attached delta, in place. Shapes and the type's settings must match; nothing is
+        re-attached, and a compiled model keeps its code (parameters are graph inputs). A checkpoint with a
+        fingerprint is verified (`check_hash`); on any failure the delta keeps its previous values."""
+        provider("load_weights")(self, source, check_hash, kwargs)
+
     @classmethod
     def from_finetuned(
         cls, finetuned_delta_path: str | os.PathLike, backbone_model: nn.Module, check_hash: bool = True, **kwargs: Any
@@ -455,8 +537,9 @@ class DeltaBase(Legacy03Mixin):
 
         finetuned_delta_path: a checkpoint folder (ours, OpenDelta 0.3, or a PEFT adapter) or a Hub repo id
             `Org/name`, fetched through the Hugging Face cache (`HF_HUB_OFFLINE=1` is honoured).
-        kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
-            any other keyword overrides a config key.
+        kwargs: `name` (the delta's name on the backbone, see `from_config`); the Hub options `revision`,
+            `cache_dir`, `force_download`, `local_files_only`, `token`; any other keyword overrides a config key.
+        Loading a checkpoint that is already loaded on this backbone is a CheckpointError.
         On any failure (bad checkpoint, key mismatch, hash mismatch) the backbone is left as it was.
         """
         return provider("load_delta")(
@@ -465,17 +548,9 @@ class DeltaBase(Legacy03Mixin):
 
     def __repr__(self) -> str:
         state = "merged" if self._merged else ("attached" if self._attached else "detached")
+        if self._attached and not self._active:
+            state += ", inactive"
         return (
-            f"{type(self).__name__}({state}, {len(self.sites)} module(s), "
+            f"{type(self).__name__}({self.name!r}, {state}, {len(self.sites)} module(s), "
             f"{self.num_delta_parameters()} delta parameters, config={self.config!r})"
         )
-
-
-def _key_report(missing: list[str], unexpected: list[str]) -> str:
-    lines = ["The checkpoint does not fit this delta:"]
-    if missing:
-        lines.append(f"  {len(missing)} missing key(s), e.g. {missing[:3]}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} unexpected key(s), e.g. {unexpected[:3]}")
-    lines.append("  Was it saved from another backbone or with other `modified_modules`?")
-    return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,10 @@ from . import io, publishing
 from ._logging import logger
 from .base import DeltaBase
 from .config import DeltaConfig
+from .dispatch import named_deltas
 from .distributed import barrier, full_tensor, is_writer
 from .errors import CheckpointError, DeltaConfigError, DeltaStateError, HashMismatchError
-from .fingerprint import ALGORITHM, Fingerprint
+from .fingerprint import ALGORITHM, ALGORITHMS, Fingerprint
 from .formats import CHECKPOINT_FILES, OPENDELTA, PEFT, Checkpoint, open_checkpoint, peft
 from .hub import split_hub_options, validate_repo_id
 from .providers import provide
@@ -206,6 +207,7 @@ def load_delta(
 ) -> DeltaBase:
     """`DeltaBase.from_finetuned` / `AutoDeltaModel.from_finetuned`: the class comes from the checkpoint when
     `cls` is DeltaBase itself."""
+    name = kwargs.pop("name", None)
     options, overrides = split_hub_options(kwargs)
     checkpoint = open_checkpoint(path_or_id, options)
     if cls is DeltaBase:
@@ -215,20 +217,40 @@ def load_delta(
             f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not "
             f"{cls.delta_type!r}; load it with AutoDeltaModel.from_finetuned."
         )
-    return _attach_checkpoint(cls, checkpoint, backbone_model, check_hash, overrides)
+    return _attach_checkpoint(cls, checkpoint, backbone_model, check_hash, overrides, name)
+
+
+def _checkpoint_identity(checkpoint: Checkpoint, config: DeltaConfig) -> str:
+    """What makes two loads the same delta: its recorded fingerprint, else where it came from."""
+    return f"hash:{config.backbone_hash}" if config.backbone_hash else f"source:{checkpoint.source}"
 
 
 def _attach_checkpoint(
-    cls: type[DeltaBase], checkpoint: Checkpoint, backbone_model: nn.Module, check_hash: bool, overrides: dict[str, Any]
+    cls: type[DeltaBase],
+    checkpoint: Checkpoint,
+    backbone_model: nn.Module,
+    check_hash: bool,
+    overrides: dict[str, Any],
+    name: str | None = None,
 ) -> DeltaBase:
     _check_materialized(backbone_model, "load")
     config = cls.config_class.from_dict(checkpoint.config_for(backbone_model), **overrides)
+    identity = _checkpoint_identity(checkpoint, config)
+    for other in named_deltas(backbone_model).values():
+        if getattr(other, "loaded_from", None) == identity and other.attached:
+            raise CheckpointError(
+                f"{checkpoint.source} is already loaded on this backbone as delta {other.name!r}; loading it twice "
+                f"would apply it twice. Use that delta (opendelta.activate(model, {other.name!r})), or remove it "
+                f"first (merge_and_unload() or detach())."
+            )
     state = checkpoint.load_weights()
-    delta = cls.from_config(config, backbone_model)
+    delta = cls.from_config(config, backbone_model, name=name)
+    delta.loaded_from = identity
     try:
         state = checkpoint.fit_state(delta, state)
     except BaseException:
         delta.detach()
+        delta.release()
         raise
     params = dict(backbone_model.named_parameters())
     backup = {k: params[k].detach().clone() for k in state if k in params}
@@ -250,6 +272,7 @@ def _attach_checkpoint(
             for k, v in backup.items():
                 params[k].copy_(v)
         delta.detach()
+        delta.release()
         raise
     _restore_labels(backbone_model, config.backbone_kwargs)
     backbone_model.eval()  # loaded for inference, as OpenDelta 0.3 left it (call .train() to train on)
@@ -283,6 +306,54 @@ def _restore_labels(backbone: nn.Module, kwargs: dict[str, Any] | None) -> None:
     cfg.label2id = dict(kwargs["label2id"])
 
 
+def load_weights(
+    delta: DeltaBase, source: str | os.PathLike | Mapping[str, torch.Tensor], check_hash: bool, kwargs: dict[str, Any]
+) -> None:
+    """`DeltaBase.load_weights` (see there)."""
+    if not delta.attached or delta.merged:
+        raise DeltaStateError(f"Delta {delta.name!r} must be attached and unmerged to load weights into it.")
+    if isinstance(source, dict) or isinstance(source, Mapping):
+        delta.load_delta_state_dict(source if isinstance(source, dict) else dict(source))
+        delta.loaded_from = None
+        return
+    options, overrides = split_hub_options(kwargs)
+    if overrides:
+        raise TypeError(f"load_weights() got unexpected keyword(s) {sorted(overrides)}; only Hub options apply.")
+    checkpoint = open_checkpoint(source, options)
+    if checkpoint.delta_type != delta.delta_type:
+        raise CheckpointError(f"{checkpoint.source} holds a {checkpoint.delta_type!r} delta, not {delta.delta_type!r}.")
+    config = type(delta.config).from_dict(checkpoint.config_for(delta.backbone_model))
+    own = [f for f in type(delta.config).field_names() if f not in DeltaConfig.field_names()]
+    differ = [
+        f"{k}: {getattr(config, k)!r} (here {getattr(delta.config, k)!r})"
+        for k in own
+        if getattr(config, k) != getattr(delta.config, k)
+    ]
+    if differ:
+        raise CheckpointError(
+            f"{checkpoint.source} was trained with other settings than delta {delta.name!r}: {'; '.join(differ)}. "
+            f"Load it as a new delta (AutoDeltaModel.from_finetuned) instead of swapping it in."
+        )
+    identity = _checkpoint_identity(checkpoint, config)
+    for other in named_deltas(delta.backbone_model).values():
+        if other is not delta and other.loaded_from == identity and other.attached:
+            raise CheckpointError(f"{checkpoint.source} is already loaded on this backbone as delta {other.name!r}.")
+    state = checkpoint.load_weights()
+    before = {k: v.detach().clone() for k, v in delta.delta_state_dict().items()}
+    old_config = delta.config
+    try:
+        delta.load_delta_state_dict(state)
+        delta.config = delta.config.replace(backbone_hash=config.backbone_hash, hash_algorithm=config.hash_algorithm)
+        if check_hash and checkpoint.format != PEFT:
+            verify_hash(delta, checkpoint.fingerprint(), required=checkpoint.format == OPENDELTA)
+    except BaseException:
+        delta.config = old_config
+        delta.load_delta_state_dict(before)
+        raise
+    delta.loaded_from = identity
+    logger.info("swapped the weights of %s from %s", delta.name, checkpoint.source)
+
+
 def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: bool = False) -> None:
     """Compare the model's fingerprint now with the one recorded in the delta's config at save time.
 
@@ -293,10 +364,10 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: boo
     """
     cfg = delta.config
     expected = cfg.backbone_hash
-    if required and (not isinstance(expected, str) or not expected or cfg.hash_algorithm != ALGORITHM):
+    if required and (not isinstance(expected, str) or not expected or cfg.hash_algorithm not in ALGORITHMS):
         raise HashMismatchError(
             f"This OpenDelta checkpoint cannot be verified: its config.json does not hold a fingerprint of this "
-            f"version's algorithm ({ALGORITHM}); found backbone_hash={expected!r}, "
+            f"version's algorithms ({', '.join(ALGORITHMS)}); found backbone_hash={expected!r}, "
             f"hash_algorithm={cfg.hash_algorithm!r}. The files were edited or "
             f"damaged: save the delta again with save_finetuned(), or pass check_hash=False to load it unverified."
         )
@@ -314,7 +385,7 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: boo
             cfg.backbone_class or "same class",
         )
         return
-    if cfg.hash_algorithm != ALGORITHM:
+    if cfg.hash_algorithm not in ALGORITHMS:
         logger.warning(
             "This checkpoint's fingerprint (%s) was made by another method (%s) and cannot be "
             "verified by this version; pass check_hash=False to silence this.",
@@ -322,7 +393,7 @@ def verify_hash(delta: DeltaBase, saved: dict[str, Any] | None, *, required: boo
             cfg.hash_algorithm,
         )
         return
-    now = delta.fingerprint()
+    now = delta.fingerprint() if cfg.hash_algorithm == ALGORITHM else delta.model_fingerprint()
     if now.root == expected:
         logger.info("hash check passed (%s)", expected)
         return
@@ -348,3 +419,4 @@ def _transformers_version() -> str | None:
 provide("save_delta", save_delta)
 provide("push_delta", push_delta)
 provide("load_delta", load_delta)
+provide("load_weights", load_weights)

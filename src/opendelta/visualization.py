@@ -23,6 +23,7 @@ from rich.text import Text
 from rich.tree import Tree
 from torch import nn
 
+from .dispatch import named_deltas
 from .io import atomic_write_text
 from .matching import is_delta_layer
 from .providers import provide
@@ -64,13 +65,15 @@ class _Node:
     total: int = 0  # parameters in the subtree (tied ones counted where they first appear)
     trainable: int = 0
     has_params: bool = False  # owns parameters in its subtree, tied ones included
+    tag: str = ""  # the name of the delta a delta layer belongs to, where it differs from the layer's name
 
 
 class _Builder:
     """Walks the module tree once; signatures are interned to ints so folding stays linear in size."""
 
-    def __init__(self, rename: dict[str, str] | None) -> None:
+    def __init__(self, rename: dict[str, str] | None, delta_names: dict[int, str] | None = None) -> None:
         self.rename = rename or {}  # raw module path -> name to show
+        self.delta_names = delta_names or {}  # id(delta layer) -> its delta's name
         self.seen: dict[int, str] = {}
         self.keys: dict[tuple, int] = {}
 
@@ -84,6 +87,8 @@ class _Builder:
                 _Param(pname, tuple(p.shape), dtype_name(p.dtype), p.requires_grad, None if first == full else first)
             )
         node = _Node(name, type(module).__name__, delta, tuple(params))
+        tag = self.delta_names.get(id(module), "")
+        node.tag = tag if tag != name else ""
         for cname, child in module.named_children():
             if child is None:
                 continue
@@ -94,7 +99,7 @@ class _Builder:
         node.total = sum(p.numel for p in own) + sum(c.total for c in node.children)
         node.trainable = sum(p.numel for p in own if p.trainable) + sum(c.trainable for c in node.children)
         node.has_params = bool(params) or any(c.has_params for c in node.children)
-        signature = (node.cls, delta, node.params, tuple((c.name, c.key) for c in node.children))
+        signature = (node.cls, node.tag, delta, node.params, tuple((c.name, c.key) for c in node.children))
         node.key = self.keys.setdefault(signature, len(self.keys))
         return node
 
@@ -237,7 +242,7 @@ class Visualization:
         if opts.max_depth is not None and opts.max_depth < 0:
             raise ValueError(f"max_depth must be None or >= 0, got {opts.max_depth}.")
         rename = _common_display_names(common_names(self.model)) if common_structure else None
-        node = _Builder(rename).build(rootname, "", self.model, False)
+        node = _Builder(rename, _delta_names(self.model)).build(rootname, "", self.model, False)
         tree = Tree(self._label([node], opts))
         self._add_children(tree, node, opts, 1)
         parts: list[Any] = [tree]
@@ -278,6 +283,8 @@ class Visualization:
         text = Text()
         text.append(_compress_names([m.name for m in members]), style=STYLE_DELTA if node.delta else STYLE_MODULE)
         text.append(f" ({node.cls})", style=STYLE_DELTA if node.delta else "")
+        if node.tag:
+            text.append(f" [{node.tag}]", style=STYLE_DELTA)
         params = [p for p in node.params if not opts.only_trainable or (p.trainable and p.tied_to is None)]
         if params and not opts.expand_params:
             dtypes = {p.dtype for p in params if p.tied_to is None}
@@ -367,6 +374,11 @@ def _export(renderable: Any, kind: str, width: int | None, title: str = "") -> s
     if kind == "html":
         return console.export_html(inline_styles=True)
     return "\n".join(line.rstrip() for line in console.export_text(styles=False).splitlines()) + "\n"
+
+
+def _delta_names(model: nn.Module) -> dict[int, str]:
+    """id(delta layer) -> the name of the delta it belongs to, for every delta on `model`."""
+    return {id(layer): d.name for d in named_deltas(model).values() for _, layer in d.delta_modules()}
 
 
 provide("structure_graph", lambda model: Visualization(model).structure_graph())

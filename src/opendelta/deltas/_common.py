@@ -126,14 +126,54 @@ def first_input(args: tuple, kwargs: dict) -> tuple[torch.Tensor, Callable[[torc
     raise UnsupportedModuleError("The module was called without a tensor input; cannot read its input.")
 
 
-def route_output(site: Site, layer: nn.Module, dim: int, delta_type: str) -> None:
-    """Make the site's output (its first element for tuples) pass through `layer`, checking its size."""
+def route_output(site: Site, layer: nn.Module, dim: int, delta_type: str, mixed: Callable | None = None) -> None:
+    """Make the site's output (its first element for tuples) pass through `layer`, checking its size.
+    `mixed(layers, index, h) -> h'`: the same for a mixed batch (see `opendelta.mixed_batch`)."""
 
     def apply(h: torch.Tensor) -> torch.Tensor:
         check_last_dim(site.name, h, dim, delta_type, "output")
         return layer(h)
 
-    site.on_output(lambda module, args, output: map_first_output(output, apply))
+    site.on_output(lambda module, args, output: map_first_output(output, apply), mixed=_mixed_output_hook(mixed))
+
+
+_MIXED_HOOKS: dict[Callable, Callable] = {}
+
+
+def _mixed_output_hook(mixed: Callable | None) -> Callable | None:
+    """One hook function per `mixed` (so the deltas of a type on a module are computed together)."""
+    if mixed is None:
+        return None
+    if mixed not in _MIXED_HOOKS:
+
+        def hook(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: Any) -> Any:
+            return map_first_output(output, lambda h: mixed([e.layer for e in entries], index, h))
+
+        _MIXED_HOOKS[mixed] = hook
+    return _MIXED_HOOKS[mixed]
+
+
+def check_mixed_batch(t: torch.Tensor, index: torch.Tensor) -> None:
+    """A clear error when a mixed batch's forward does not have one example per routed name."""
+    if t.shape[0] != index.shape[0]:
+        raise UnsupportedModuleError(
+            f"A mixed batch was set up for {index.shape[0]} examples (one delta name each), but a module got a "
+            f"tensor of shape {tuple(t.shape)}: its first dimension must be the batch of {index.shape[0]}."
+        )
+
+
+def stack_slots(tensors: list[torch.Tensor], shape: tuple[int, ...], fill: float = 0.0) -> torch.Tensor:
+    """Stack `tensors`, each zero-padded at the end of every dimension to `shape`, plus one slot of `fill`
+    (the "no delta" slot of a mixed batch)."""
+    padded = []
+    for t in tensors:
+        pad: list[int] = []
+        for have, want in zip(reversed(t.shape), reversed(shape)):
+            pad += [0, want - have]
+        padded.append(torch.nn.functional.pad(t, pad) if any(pad) else t)
+    ref = tensors[0]
+    padded.append(torch.full(shape, fill, dtype=ref.dtype, device=ref.device))
+    return torch.stack(padded)
 
 
 def init_glorot(t: torch.Tensor, how: str) -> None:

@@ -16,7 +16,7 @@ from ..config import DeltaConfig
 from ..interop import LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import activation, check_activation, check_size, output_dim, route_output
+from ._common import activation, check_activation, check_mixed_batch, check_size, output_dim, route_output, stack_slots
 
 
 @dataclass(repr=False)
@@ -39,12 +39,27 @@ class AdapterLayer(nn.Module):
         super().__init__()
         self.down_proj = nn.Linear(dim, bottleneck_dim, device=device, dtype=dtype)
         self.non_linear = activation(non_linearity)
+        self.mix_key = non_linearity  # adapters with one activation share a mixed-batch computation
         self.up_proj = nn.Linear(bottleneck_dim, dim, device=device, dtype=dtype)
         nn.init.zeros_(self.up_proj.weight)
         nn.init.zeros_(self.up_proj.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return h + self.up_proj(self.non_linear(self.down_proj(h)))
+
+    @staticmethod
+    def mixed(layers: list[AdapterLayer], index: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Example i through `layers[index[i]]` (none for index len(layers)): gathered, batched products."""
+        check_mixed_batch(h, index)
+        dim = h.shape[-1]
+        width = max(layer.down_proj.out_features for layer in layers)
+        w_down = stack_slots([la.down_proj.weight for la in layers], (width, dim))[index]
+        b_down = stack_slots([la.down_proj.bias for la in layers], (width,))[index]
+        w_up = stack_slots([la.up_proj.weight for la in layers], (dim, width))[index]
+        b_up = stack_slots([la.up_proj.bias for la in layers], (dim,))[index]
+        flat = h.reshape(h.shape[0], -1, dim)
+        z = layers[0].non_linear(torch.baddbmm(b_down.unsqueeze(1), flat, w_down.transpose(1, 2)))
+        return (flat + torch.baddbmm(b_up.unsqueeze(1), z, w_up.transpose(1, 2))).view(h.shape)
 
 
 @register_delta("adapter")
@@ -64,4 +79,4 @@ class AdapterModel(DeltaBase):
         layer = site.add_layer(
             "adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity, **site.factory_kwargs())
         )
-        route_output(site, layer, dim, self.delta_type)
+        route_output(site, layer, dim, self.delta_type, mixed=AdapterLayer.mixed)

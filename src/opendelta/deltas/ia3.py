@@ -23,7 +23,7 @@ from ..interop import PeftMapping
 from ..matching import name_matches
 from ..registry import register_delta
 from ..site import Site
-from ._common import MergeBackup, first_input
+from ._common import MergeBackup, check_mixed_batch, first_input, stack_slots
 
 
 @dataclass(repr=False)
@@ -56,6 +56,13 @@ class IA3Layer(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         return t * self.scale
+
+    @staticmethod
+    def mixed_scales(entries: list, index: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Mixed batch: example i scaled by `entries[index[i]]`'s vector (ones for index len(entries))."""
+        check_mixed_batch(t, index)
+        s = stack_slots([e.layer.scale for e in entries], (t.shape[-1],), fill=1.0)[index]
+        return t * s.view(t.shape[0], *([1] * (t.dim() - 2)), t.shape[-1])
 
     def _weight_factor(self, module: nn.Module) -> torch.Tensor:
         """`scale` shaped to broadcast over the module's weight (Linear: (out, in); Conv1D: (in, out))."""
@@ -119,6 +126,15 @@ def _write_peft_tensor(site: Site, attr: str, key: str, tensor: torch.Tensor) ->
     return {f"{site.name}.ia3_l": tensor[None, :] if on_input else tensor[:, None]}
 
 
+def _mixed_input(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+    x, replace = first_input(args, kwargs)
+    return replace(IA3Layer.mixed_scales(entries, index, x))
+
+
+def _mixed_output(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: Any) -> Any:
+    return IA3Layer.mixed_scales(entries, index, output)
+
+
 @register_delta("ia3")
 class IA3Model(DeltaBase):
     """(IA)^3 scaling vectors on Linear / Conv1D layers; mergeable into their weights."""
@@ -151,15 +167,16 @@ class IA3Model(DeltaBase):
         on_input = self._is_feedforward(site.name)
         in_f, out_f = _in_out(site.module)
         layer = site.add_layer("ia3", IA3Layer(in_f if on_input else out_f, on_input, **site.factory_kwargs()))
+        layer.mix_key = on_input
         if on_input:
 
             def scale_input(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict]:
                 x, replace = first_input(args, kwargs)
                 return replace(layer(x))
 
-            site.on_input(scale_input, with_kwargs=True)
+            site.on_input(scale_input, with_kwargs=True, mixed=_mixed_input)
         else:
-            site.on_output(lambda module, args, output: layer(output))
+            site.on_output(lambda module, args, output: layer(output), mixed=_mixed_output)
 
     def merge(self) -> None:
         """Fold every scaling vector into its layer's weight (and bias); refused if any entry is zero."""

@@ -19,11 +19,11 @@ from transformers.pytorch_utils import Conv1D
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
-from ..errors import CheckpointError
+from ..errors import CheckpointError, DeltaStateError
 from ..interop import LegacyMapping, PeftMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import MergeBackup, check_size
+from ._common import MergeBackup, check_mixed_batch, check_size, stack_slots
 
 
 @dataclass(repr=False)
@@ -83,6 +83,22 @@ class LoraLayer(nn.Module):
         h = F.linear(x, self.lora_A) * self.scaling
         flat = torch.addmm(output.reshape(-1, output.shape[-1]), h.reshape(-1, self.r), self.lora_B.t())
         return flat.view(output.shape)
+
+    @staticmethod
+    def mixed(entries: list, index: torch.Tensor, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        """Mixed batch: example i gets the update of `entries[index[i]]` (none for index len(entries)), from
+        per-example gathered A / B (zero-padded to the largest rank) and two batched matrix products."""
+        layers = [e.layer for e in entries]
+        if any(la.dropout is not None and la.training for la in layers):
+            raise DeltaStateError("Mixed batches run LoRA without dropout; call model.eval() first.")
+        x = args[0]
+        check_mixed_batch(x, index)
+        r = max(la.r for la in layers)
+        a = stack_slots([la.lora_A * la.scaling for la in layers], (r, x.shape[-1]))[index]
+        b = stack_slots([la.lora_B for la in layers], (output.shape[-1], r))[index]
+        h = torch.bmm(x.reshape(x.shape[0], -1, x.shape[-1]).to(a.dtype), a.transpose(1, 2))
+        out = torch.baddbmm(output.reshape(output.shape[0], -1, output.shape[-1]), h.to(b.dtype), b.transpose(1, 2))
+        return out.view(output.shape)
 
     def delta_weight(self) -> torch.Tensor:
         """The update in Linear layout (out_features, in_features)."""
@@ -211,4 +227,4 @@ class LoraModel(DeltaBase):
         def add_update(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
             return layer(args[0], output)
 
-        site.on_output(add_update)
+        site.on_output(add_update, mixed=LoraLayer.mixed)
