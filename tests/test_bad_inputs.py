@@ -756,12 +756,12 @@ def _ia3_zero(model, tmp):
         delta.detach()
 
 
-def _same_type_twice(model, tmp):
-    delta = attach(model, **LORA_Q)
+def _same_name_twice(model, tmp):
+    delta = AutoDeltaModel.from_config(LORA_Q, backbone_model=model, name="task")
     try:
-        attach(model, **LORA_Q)
+        AutoDeltaModel.from_config(LORA_Q, backbone_model=model, name="task")
     finally:
-        delta.detach()
+        delta.release()
 
 
 def _state_wrong_keys(model, tmp):
@@ -785,7 +785,7 @@ def _load_other_backbone(model, tmp):
 add("call-order", "detach-twice", _detach_twice, STATE)
 add("call-order", "merge-detached", _merge_detached, STATE)
 add("call-order", "ia3-merge-zero", _ia3_zero, STATE)
-add("call-order", "same-type-twice", _same_type_twice, STATE)
+add("call-order", "same-name-twice", _same_name_twice, CFG)
 add("call-order", "load-state-wrong-keys", _state_wrong_keys, CKPT)
 add("call-order", "load-wrong-class", _load_wrong_class, CKPT)
 add("call-order", "load-other-backbone", _load_other_backbone, HASH, "bert-seed1")

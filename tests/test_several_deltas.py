@@ -44,7 +44,9 @@ def test_default_names_custom_names_and_the_backbone_view():
     model = build("toy")
     a = LoraModel(model, modified_modules=["0"])
     b = LoraModel(model, modified_modules=["0", "2"], lora_r=2)
-    c = AutoDeltaModel.from_config({"delta_type": "adapter", "modified_modules": ["2"]}, model, name="task")
+    c = AutoDeltaModel.from_config(
+        {"delta_type": "adapter", "modified_modules": ["2"], "bottleneck_dim": 8}, model, name="task"
+    )
     d = BitFitModel(model, modified_modules=["0"])
     assert list(opendelta.deltas_of(model)) == ["lora", "lora_1", "task", "bitfit"]
     assert opendelta.get_delta(model, "lora_1") is b and opendelta.active_deltas(model) == [
@@ -125,18 +127,21 @@ def test_fingerprint_covers_persistent_buffers_and_not_other_deltas(tmp_path):
 def test_digest_cache_reads_only_changed_tensors_and_catches_in_place_changes(monkeypatch):
     model = build("bert")
     delta = LoraModel(model, modified_modules=["query"], lora_r=2)
+    delta.freeze_module(exclude=["deltas"], set_state_dict=False)
+    trainable = {id(p) for p in delta.delta_parameters()}  # always re-read (fused optimizers skip versions)
     first = delta.fingerprint()
     read = []
     real = fpmod.tensor_digest
     monkeypatch.setattr(fpmod, "tensor_digest", lambda t: read.append(t) or real(t))
     again = delta.fingerprint()
-    assert again == first and read == []  # O(number of tensors): nothing re-read
+    assert again == first and {id(t) for t in read} == trainable  # the frozen backbone: nothing re-read
+    read.clear()
     w = model.bert.encoder.layer[0].intermediate.dense.weight
     old = w[0, 0].item()
     with torch.no_grad():
         w[0, 0] += 1.0  # in place, through a view: torch's version counter moves
     changed = delta.fingerprint()
-    assert len(read) == 1 and read[0] is w and changed.root != first.root
+    assert [t for t in read if id(t) not in trainable] == [w] and changed.root != first.root
     with torch.no_grad():
         w[0, 0] = old
     assert delta.fingerprint().tensors == first.tensors
@@ -306,3 +311,18 @@ def test_readme_several_deltas_example_runs(tmp_path, monkeypatch):
     assert list(opendelta.deltas_of(fresh)) == ["lora", "served"]
     opendelta.activate(model, ["sst2", "mnli"])  # fresh: mnli + sst2-v2 swapped into "served"
     torch.testing.assert_close(ns["out"].logits, out(model, batch), rtol=0, atol=1e-5)
+
+
+def test_fingerprint_sees_a_fused_optimizer_step():
+    """torch's fused AdamW (the Trainer's default) does not bump version counters: trainable tensors are
+    never served from the digest cache."""
+    model = build("bert")
+    delta = LoraModel(model, modified_modules=["query", "value"])
+    delta.freeze_module(exclude=["deltas", "classifier"], set_state_dict=False)
+    before = delta.fingerprint().root
+    params = [p for p in model.parameters() if p.requires_grad]
+    model(input_ids=torch.randint(5, 99, (2, 8))).logits.sum().backward()
+    torch.optim.AdamW(params, lr=0.1, fused=True).step()
+    after = delta.fingerprint().root
+    fpmod.clear_digest_cache()
+    assert after == delta.fingerprint().root != before

@@ -77,7 +77,8 @@ def copy_state(plan: CopyPlan, state: dict[str, torch.Tensor]) -> None:
             if src.dtype != dst.dtype:
                 logger.info("casting %s from %s to %s", k, src.dtype, dst.dtype)
     with torch.no_grad():
-        torch._foreach_copy_(plan.tensors, srcs)  # one fused copy (casts and moves like copy_ where needed)
+        if srcs:  # a delta may hold no tensor (e.g. OpenDelta 0.3 defaults that matched nothing)
+            torch._foreach_copy_(plan.tensors, srcs)  # one fused copy (casts and moves like copy_ where needed)
 
 
 def key_report(missing: list[str], unexpected: list[str]) -> str:

@@ -105,6 +105,8 @@ def _identity(t: torch.Tensor) -> tuple:
 
 
 def _lookup(t: torch.Tensor) -> str | None:
+    if t.requires_grad:  # see cached_digest
+        return None
     hit = _CACHE.get(id(t))
     if hit is not None and hit[0]() is t and hit[1] == _identity(t):
         return hit[2]
@@ -119,7 +121,14 @@ def _forget(key: int, ref: weakref.ref) -> None:
 
 
 def cached_digest(t: torch.Tensor) -> str:
-    """`tensor_digest(t)`, reused while `t` is unchanged (same storage, layout and version counter)."""
+    """`tensor_digest(t)`, reused while `t` is unchanged (same storage, layout and version counter).
+
+    Only frozen tensors are remembered: fused optimizer kernels (torch's `AdamW(fused=True)`, the Trainer's
+    default) write trainable parameters without bumping their version counter, so a trainable tensor is read
+    again every time.
+    """
+    if t.requires_grad:
+        return tensor_digest(t)
     with _CACHE_LOCK:
         digest = _lookup(t)
     if digest is not None:
