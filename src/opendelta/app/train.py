@@ -36,6 +36,7 @@ from ..registry import get_delta_class, registered_delta_classes, registered_del
 from ..stats import count_parameters
 from . import data as data_mod
 from .data import DataError
+from .runtime import Bar, autocast, end_world, evaluate, process_group
 
 #: AdamW learning rate of full fine-tuning, chosen on the validation split (benchmarks/RESULTS.md). Each delta
 #: type declares its own (`default_learning_rate`, from the same sweep): delta methods train few parameters
@@ -251,85 +252,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _world() -> tuple[int, int]:
-    """(rank, world size) under `torchrun` / `accelerate launch` (the process group is started here), else (0, 1)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _end_world() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def _autocast(model: nn.Module, enabled: bool) -> Any:
-    device = next(model.parameters()).device.type
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Any, bf16: bool = False) -> float:
-    """Accuracy of `model` over the batches of a DataLoader (eval mode, restored afterwards)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    correct = total = 0
-    try:
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            labels = batch.pop("labels")
-            with _autocast(model, bf16):
-                logits = model(**batch).logits
-            correct += int((logits.argmax(-1) == labels).sum())
-            total += len(labels)
-    finally:
-        model.train(was_training)
-    if total == 0:
-        raise DataError("Cannot evaluate on an empty split; give it some rows (--validation-size / --test-size).")
-    return correct / total
-
-
-class _Bar:
-    """A rich progress bar with loss and throughput (or nothing when disabled)."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} ex/s"),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self.task = self.progress.add_task("train", total=total, loss=float("nan"), rate=0.0)
-
-    def __enter__(self) -> _Bar:
-        if self.progress is not None:
-            self.progress.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-
-    def update(self, description: str, loss: float, rate: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, description=description, loss=loss, rate=rate)
-
-
 def fit(
     tuned: Tuned, splits: data_mod.Splits, tokenizer: Any, cfg: TrainConfig, output: Path
 ) -> tuple[list[dict[str, float]], int, float, float]:
@@ -347,13 +269,13 @@ def fit(
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, max(1, int(total_steps * cfg.warmup_ratio)), total_steps)
     device = next(model.parameters()).device
-    rank, world = _world()
+    rank, world = process_group()
     step_model = model
     if world > 1:  # every rank reads the same global batches and trains on its share; DDP averages the gradients
         step_model = torch.nn.parallel.DistributedDataParallel(model)
     history: list[dict[str, float]] = []
     best_epoch, best_acc, train_seconds = 0, -1.0, 0.0
-    with _Bar(cfg.progress and rank == 0, steps_per_epoch * cfg.epochs) as bar:
+    with Bar(cfg.progress and rank == 0, steps_per_epoch * cfg.epochs) as bar:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             batches = data_mod.loader(train_ex, tokenizer, cfg.batch_size, shuffle=True, seed=cfg.seed * 1000 + epoch)
@@ -362,7 +284,7 @@ def fit(
                 batch = {k: v.to(device) for k, v in batch.items()}
                 if world > 1 and len(batch["labels"]) >= world:
                     batch = {k: v[rank::world] for k, v in batch.items()}
-                with _autocast(model, cfg.bf16):
+                with autocast(model, cfg.bf16):
                     loss = step_model(**batch).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -461,8 +383,8 @@ def run(
     total, trainable = count_parameters(model), count_parameters(model, trainable_only=True)
     output = Path(cfg.output)
     history, best_epoch, sec_per_epoch, ex_per_s = fit(tuned, splits, tokenizer, cfg, output)
-    rank, world = _world()
-    _end_world()  # from here on rank 0 alone: reload, test, results
+    rank, world = process_group()
+    end_world()  # from here on rank 0 alone: reload, test, results
     if rank != 0:
         return None  # type: ignore[return-value]
     del model
