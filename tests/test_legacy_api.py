@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from opendelta import AdapterModel, AutoDeltaConfig, AutoDeltaModel, LoraModel, ParallelAdapterModel, SoftPromptModel
+from opendelta import (
+    AdapterModel,
+    AutoDeltaConfig,
+    AutoDeltaModel,
+    LoraModel,
+    ParallelAdapterModel,
+    SoftPromptModel,
+    Visualization,
+)
 from opendelta.errors import DeltaConfigError
 from opendelta.utils.inspect import inspect_module_statistics, inspect_optimizer_statistics
 from tiny import build, inputs_for, run
@@ -150,3 +158,16 @@ def test_utils_inspect_helpers():
     assert stats["trainable_parameters"] == delta.num_delta_parameters() and stats["cudamem"] >= 0
     opt = torch.optim.AdamW(delta.parameters(), lr=1e-3)
     assert inspect_optimizer_statistics(opt, verbose=False)["parameters"] == delta.num_delta_parameters()
+
+
+def test_partial_detach_and_old_graph_options_name_their_replacement():
+    model = build("bert")
+    delta = LoraModel(model, modified_modules=["query"])
+    for call in (lambda: delta.detach(module=model.bert), lambda: delta.attach(module=model.bert)):
+        with pytest.raises(TypeError, match=r"is gone: .*opendelta.deactivate\(model, name\)"):
+            call()
+    assert delta.attached  # nothing changed
+    viz = Visualization(model)
+    for kwargs in ({"mapping": {}}, {"only_common": True}):
+        with pytest.raises(TypeError, match=r"structure_graph\(common_structure=True\)"):
+            viz.structure_graph(printTree=False, **kwargs)

@@ -17,7 +17,7 @@ from torch import nn
 
 from ._logging import logger
 from .checkpoint_api import CheckpointMethods
-from .compat import Legacy03Mixin, check_init_keywords, warn_unmatched_exclude
+from .compat import Legacy03Mixin, check_init_keywords, reject_module_argument, warn_unmatched_exclude
 from .config import DeltaConfig
 from .copyplan import CopyPlan, build_copy_plan, copy_state
 from .dispatch import claim_name, invalidate_compiled, release_name
@@ -213,8 +213,9 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
     def modified_module_names(self) -> list[str]:
         return [s.name for s in self.sites if s.name]
 
-    def detach(self) -> None:
+    def detach(self, module: nn.Module | None = None) -> None:
         """Take the delta off: the backbone computes exactly what it computed before attaching."""
+        reject_module_argument("detach", module)
         if not self._attached:
             raise DeltaStateError("The delta is already detached; call attach() to put it back.")
         if self._merged:
@@ -227,8 +228,9 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
         if changed:
             invalidate_compiled()
 
-    def attach(self) -> None:
+    def attach(self, module: nn.Module | None = None) -> None:
         """Put a detached delta back, with the parameters it had."""
+        reject_module_argument("attach", module)
         if self._attached:
             raise DeltaStateError("The delta is already attached; call detach() first to take it off.")
         self._activate_all()

@@ -42,6 +42,16 @@ GONE_KEYWORDS = {
 }
 
 
+def reject_module_argument(method: str, module: Any) -> None:
+    """0.3's `detach(module=...)` / `attach(module=...)` acted on part of a delta: say what to write now."""
+    if module is not None:
+        raise TypeError(
+            f"`{method}(module=...)` is gone: {method}() acts on the whole delta. To switch part of a model on and "
+            f"off, attach a separate delta to those modules (`modified_modules=[...]`, `name=...`) and use "
+            f"`opendelta.deactivate(model, name)` / `opendelta.activate(model, names)`"
+        )
+
+
 def check_save_keywords(save_directory: Any, legacy: dict[str, Any]) -> Any:
     """0.3's `save_finetuned` keywords: the folder (`finetuned_delta_path`), harmless ones are accepted, the
     rest raise naming the replacement. Returns the folder."""

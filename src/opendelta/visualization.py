@@ -181,8 +181,13 @@ class Visualization:
         printTree: bool = True,
         save: str | Path | None = None,
         width: int | None = None,
+        mapping: Any = None,
+        only_common: Any = None,
     ) -> Tree:
         """Build the folded tree; print it (`printTree`) and/or write it to `save`. Returns the rich Tree.
+
+        (`mapping=` / `only_common=`, OpenDelta 0.3's common-name options, raise a TypeError naming the
+        replacement: `common_structure=True`, whose maps are built in.)
 
         expand_params: one line per parameter (name, shape, dtype, count) under its module.
         keep_non_params: also show modules without parameters (dropout, activations).
@@ -193,6 +198,11 @@ class Visualization:
         save: a path ending in .svg, .html or .txt (plain text).
         width: console width for the terminal (default: the terminal's); exports fit the widest line.
         """
+        if mapping is not None or only_common is not None:
+            raise TypeError(
+                "`structure_graph(mapping=..., only_common=...)` is gone: use `structure_graph(common_structure=True)`"
+                ", which shows each module's common name next to its own (the maps are built in)"
+            )
         if save is not None and Path(save).suffix.lower() not in SAVE_FORMATS:
             raise ValueError(
                 f"Cannot save the structure graph as {str(save)!r}: the name must end in {', '.join(SAVE_FORMATS)}."
