@@ -1,21 +1,6 @@
 """Common structure: one vocabulary of module names for every supported model family, and default targets.
 
-The maps (`families.py`) say, relative to a family's base model (e.g. `BertModel`), which raw module plays
-each role:
-
-    embeddings                      the token embedding layer (`get_input_embeddings()`; ViT: patches)
-    encoder / decoder               a stack of blocks;  <stack>.block.<i> is one block
-    block.<i>.attn                  the self-attention sub-block; .q .k .v .proj (output) .layer_norm
-                                    (.qkv where one layer holds q, k and v; .core where the module that
-                                    attends is a child of the sub-block, as in BERT's `attention.self`)
-    block.<i>.crossattn             the decoder's cross-attention, same children
-    block.<i>.ff                    the feed-forward sub-block (where one module holds it)
-    block.<i>.ff.w1 / .w3 / .w2     input projection (through the activation) / its gated partner / output
-    block.<i>.ff.layer_norm         the norm that belongs to the feed-forward sub-block
-    <stack>.layer_norm              the stack's final norm
-    lm_head                         the output head (`get_output_embeddings()`)
-
-Encoder-decoder families put `embeddings` under each stack (`encoder.embeddings`). The base model is found
+The vocabulary and each family's map of it are in `families.py`. The base model is found
 by class anywhere inside the model (task heads, user wrappers), and raw names are prefixed with its path.
 Names are matched with the usual suffix / "[r]regex" rules, so "attn.q" addresses every block's query.
 """
