@@ -98,17 +98,17 @@ def test_regex_is_a_full_match_and_list_entries_matching_nothing_are_ignored(tmp
 
 
 def test_task_type_heads_are_loaded_as_unfrozen_modules(tmp_path):
-    """PEFT's SEQ_CLS task adds 'classifier' and 'score' to modules_to_save; BERT has only the first."""
+    """PEFT picks the heads to save for a task type itself (its list changes between releases): whatever it wrote
+    into `modules_to_save`, the modules of that list the backbone has come back trainable, with PEFT's outputs."""
     ref = _peft_adapter("bert", tmp_path, target_modules=["query"], modules_to_save=None, task_type="SEQ_CLS")
-    assert sorted(json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"]) == [
-        "classifier",
-        "score",
-    ]
+    listed = json.loads((tmp_path / "adapter_config.json").read_text())["modules_to_save"] or []
     model = build("bert")
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     delta = AutoDeltaModel.from_finetuned(tmp_path, backbone_model=model)
-    assert delta.config.unfrozen_modules == ["deltas", "classifier"]
-    with torch.no_grad():
+    assert delta.config.unfrozen_modules == ["deltas", *[n for n in listed if n in present]]
+    with torch.no_grad():  # the head's trained copy (randomized in _peft_adapter) is what makes `ref` differ
         torch.testing.assert_close(run(model, "bert", inputs_for("bert")), ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(_output_in_peft(tmp_path, "bert"), ref, atol=1e-5, rtol=0)
 
 
 def test_our_lora_saved_as_peft_loads_in_peft(tmp_path):
