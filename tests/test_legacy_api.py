@@ -100,12 +100,29 @@ def test_0_3_trained_classifier_becomes_an_unfrozen_module():
 
 
 # ----- 0.3 scripts ------------------------------------------------------------------------------------------
-def test_from_dict_of_script_arguments():
+def test_from_dict_of_script_arguments(caplog):
+    """0.3 scripts pass `vars(args)`: keys that are not settings are dropped with one warning naming them all."""
     args = argparse.Namespace(delta_type="lora", lora_r=4, learning_rate=1e-3, output_dir="out")
-    with pytest.raises(DeltaConfigError, match="return_unused_kwargs=True"):
-        AutoDeltaConfig.from_dict(vars(args))
+    with caplog.at_level(logging.WARNING, logger="opendelta"):
+        config = AutoDeltaConfig.from_dict(vars(args))
+    assert config.lora_r == 4 and not hasattr(config, "learning_rate")
+    (warned,) = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert "learning_rate" in warned and "output_dir" in warned
     config, unused = AutoDeltaConfig.from_dict(vars(args), return_unused_kwargs=True)
     assert config.lora_r == 4 and unused == {"learning_rate": 1e-3, "output_dir": "out"}
+    with pytest.raises(DeltaConfigError, match="learning_rate.*strict=True"):
+        AutoDeltaConfig.from_dict(vars(args), strict=True)
+
+
+@pytest.mark.parametrize(
+    "delta_type, typo, meant",
+    [("lora", "lora_rank", "lora_r"), ("adapter", "bottleneck_dims", "bottleneck_dim"),
+     ("bitfit", "modified_module", "modified_modules"), ("prefix", "prefix_token_nums", "prefix_token_num")],
+)  # fmt: skip
+def test_near_miss_of_a_setting_stays_an_error(delta_type, typo, meant):
+    """Dropping a typo of a real setting would silently build another delta: it is an error naming the key."""
+    with pytest.raises(DeltaConfigError, match=f"`{typo}` \\(did you mean `{meant}`\\?\\)"):
+        AutoDeltaConfig.from_dict({"delta_type": delta_type, typo: 4, "learning_rate": 0.1})
 
 
 def test_quickstart_log_save_and_load(tmp_path, capsys):

@@ -59,9 +59,12 @@ def test_shared_properties(family, tmp_path):
 
 def test_bart_train_detach_save_load(tmp_path):
     model = build("bart")
-    x = inputs("bart")
+
+    def x():  # the caller's tensors, anew for every call (the soft prompt widens the mask in place)
+        return inputs("bart")
+
     with torch.no_grad():
-        ref = model(**x).logits
+        ref = model(**x()).logits
     before = {k: v.clone() for k, v in model.state_dict().items()}
     delta = attach(model, "bart")
     delta.freeze_module(exclude=["deltas"], set_state_dict=True)
@@ -69,43 +72,75 @@ def test_bart_train_detach_save_load(tmp_path):
     opt = torch.optim.AdamW([soft], lr=1e-2)
     for _ in range(3):
         opt.zero_grad()
-        loss_of(model(**x).logits).backward()
+        loss_of(model(**x()).logits).backward()
         assert all(p.grad is None for p in model.parameters() if p is not soft) and soft.grad.abs().sum() > 0
         opt.step()
     with torch.no_grad():
-        out = model(**x).logits
+        out = model(**x()).logits
     assert not torch.allclose(out, ref)
     delta.save_finetuned(tmp_path / "ckpt")
     delta.detach()
     with torch.no_grad():
-        assert torch.equal(model(**x).logits, ref)
+        assert torch.equal(model(**x()).logits, ref)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     fresh = build("bart")
     AutoDeltaModel.from_finetuned(tmp_path / "ckpt", backbone_model=fresh)
     with torch.no_grad():
-        assert torch.equal(fresh(**x).logits, out)
+        assert torch.equal(fresh(**x()).logits, out)
 
 
 # ----- the math: equal to the plain backbone on embeddings prepended by hand ------------------------------
+@pytest.mark.parametrize("mode", ["keep", "trim"])
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta-cls", "t5", "bart"])
-def test_equals_backbone_on_prepended_embeddings(family):
+def test_equals_backbone_on_prepended_embeddings(family, mode):
+    """ "keep" (the default, OpenDelta 0.3): outputs hold the prompt positions and the caller's mask / token types
+    are widened in place; "trim": outputs are cut back to the caller's tokens and its tensors are untouched."""
     model = build(family)
     x = inputs(family)
-    delta = attach(model, family)
+    given = {k: v.clone() for k, v in x.items()}
+    delta = attach(model, family) if mode == "keep" else attach(model, family, prompt_positions=mode)
     with torch.no_grad():
-        out = model(**x).logits
-        manual = dict(x)
+        out = model(**x, output_hidden_states=True)
+        manual = dict(given)
         ids = manual.pop("input_ids")
         manual["inputs_embeds"] = torch.cat([prompt_of(delta, 2), embed(model, ids)], dim=1)
-        manual["attention_mask"] = ones_front(x["attention_mask"])
+        manual["attention_mask"] = ones_front(given["attention_mask"])
         if "token_type_ids" in manual:
             manual["token_type_ids"] = ones_front(manual["token_type_ids"]) * 0
         delta.detach()
-        ref = model(**manual).logits
-    if family in ("gpt2", "llama"):
-        ref = ref[:, P:]  # sequence-aligned logits are cut back to the caller's tokens
-    assert out.shape == ref.shape
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+        ref = model(**manual, output_hidden_states=True)
+    if mode == "keep":
+        assert torch.equal(x["attention_mask"], ones_front(given["attention_mask"]))  # the caller's own tensor
+        if "token_type_ids" in x:
+            assert torch.equal(x["token_type_ids"], ones_front(given["token_type_ids"]) * 0)
+    else:
+        assert all(torch.equal(x[k], given[k]) for k in given)
+        if family not in ENC_DEC:  # sequence-aligned outputs are cut back to the caller's tokens
+            ref.logits = ref.logits[:, P:] if ref.logits.dim() == 3 else ref.logits  # not a classifier's
+            ref.hidden_states = tuple(h[:, P:] for h in ref.hidden_states)
+    assert out.logits.shape == ref.logits.shape
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-5, atol=1e-6)
+    states = "encoder_hidden_states" if family in ENC_DEC else "hidden_states"
+    got, want = getattr(out, states), getattr(ref, states)
+    if mode == "trim" and family in ENC_DEC:
+        want = tuple(h[:, P:] for h in want)
+    assert [h.shape for h in got] == [h.shape for h in want]
+    torch.testing.assert_close(got[-1], want[-1], rtol=1e-5, atol=1e-6)
+
+
+def test_caller_pooling_over_its_mask_sees_the_prompt():
+    """The OpenDelta 0.3 pattern: mean pooling of last_hidden_state with the caller's own mask after the call."""
+    model = build("bert").bert
+    attach(model, "bert")
+    x = inputs("bert")
+    with torch.no_grad():
+        h = model(**x).last_hidden_state
+        mask = x["attention_mask"]
+        assert h.shape[1] == mask.shape[1] == 7 + P
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        again = model(**x).last_hidden_state  # the widened mask passed again is not widened twice
+    torch.testing.assert_close(again, h)
+    assert torch.isfinite(pooled).all() and mask.shape[1] == 7 + P
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama", "bert", "roberta-cls", "t5", "bart"])
@@ -203,17 +238,20 @@ def test_generate_left_padded_and_from_embeds():
     ids = torch.randint(3, VOCAB, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
     mask[0, :2] = 0
-    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=4, do_sample=False, eos_token_id=None)
+    caller_mask = mask.clone()
+    greedy = dict(max_new_tokens=4, do_sample=False, eos_token_id=None)
+    gen = model.generate(input_ids=ids, attention_mask=caller_mask, **greedy)
+    assert caller_mask.shape[1] == 6 + P  # "keep": the caller's mask now covers the prompt, as in OpenDelta 0.3
+    again = model.generate(input_ids=ids, attention_mask=caller_mask, **greedy)
+    assert torch.equal(again, gen)  # passed again: not widened twice, positions read in the mask's frame
     out, m = ids, mask
     for _ in range(4):
         pos = (m.cumsum(-1) - 1).clamp(min=0)  # positions of real tokens, as generate() computes them
-        logits = model(input_ids=out, attention_mask=m, position_ids=pos, use_cache=False).logits
+        logits = model(input_ids=out, attention_mask=m.clone(), position_ids=pos, use_cache=False).logits
         out = torch.cat([out, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         m = torch.cat([m, m.new_ones(2, 1)], dim=1)
     assert torch.equal(gen, out)
-    from_embeds = model.generate(
-        inputs_embeds=embed(model, ids), attention_mask=mask, max_new_tokens=4, do_sample=False, eos_token_id=None
-    )
+    from_embeds = model.generate(inputs_embeds=embed(model, ids), attention_mask=mask.clone(), **greedy)
     assert torch.equal(from_embeds, out[:, ids.shape[1] :])
 
 

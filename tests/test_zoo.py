@@ -149,7 +149,7 @@ def _untouched(model, keys):
         ("parallel_adapter", {"output_module": "output..dense"}, "output_module"),
         ("parallel_adapter", {"non_linearity": "nope"}, "relu"),
         ("ia3", {"feedforward_modules": [" "]}, "feedforward_modules"),
-        ("bitfit", {"bottleneck_dim": 4}, "unknown key"),
+        ("bitfit", {"modified_module": ["y"]}, "did you mean `modified_modules`"),
     ],
 )
 def test_config_errors(delta_type, bad, match):

@@ -23,9 +23,12 @@ class AutoDeltaConfig:
         raise OSError("Use AutoDeltaConfig.from_dict(...) or AutoDeltaConfig.from_finetuned(...).")
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
-        """A validated config of the class named by `config_dict["delta_type"]`; with
-        `return_unused_kwargs=True`, (config, {keys the config does not take: value})."""
+    def from_dict(
+        cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, strict: bool = False, **kwargs: Any
+    ) -> Any:
+        """A validated config of the class named by `config_dict["delta_type"]`. Keys the type does not take: a
+        near miss of a valid key is an error, the others are dropped with one warning (`strict=True`: all are
+        errors); with `return_unused_kwargs=True`, returns (config, {keys the config does not take: value})."""
         if not isinstance(config_dict, dict):
             raise DeltaConfigError(
                 f"AutoDeltaConfig.from_dict expects a dict, got {type(config_dict).__name__}; pass a dict such as "
@@ -38,7 +41,7 @@ class AutoDeltaConfig:
                 f"{', '.join(registered_delta_types())}."
             )
         config_class = get_delta_class(merged["delta_type"]).config_class
-        return config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs)
+        return config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs, strict=strict)
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> DeltaConfig:

@@ -17,7 +17,13 @@ from torch import nn
 
 from ._logging import logger
 from .checkpoint_api import CheckpointMethods
-from .compat import Legacy03Mixin, check_init_keywords, reject_module_argument, warn_unmatched_exclude
+from .compat import (
+    Legacy03Mixin,
+    check_init_keywords,
+    positional_settings,
+    reject_module_argument,
+    warn_unmatched_exclude,
+)
 from .config import DeltaConfig
 from .copyplan import CopyPlan, build_copy_plan, copy_state
 from .dispatch import claim_name, invalidate_compiled, release_name
@@ -62,14 +68,22 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
     legacy: ClassVar[LegacyMapping] = LegacyMapping()
 
     def __init__(
-        self, backbone_model: nn.Module, config: DeltaConfig | None = None, *, name: str | None = None, **kwargs: Any
+        self,
+        backbone_model: nn.Module,
+        *args: Any,
+        config: DeltaConfig | None = None,
+        name: str | None = None,
+        **kwargs: Any,
     ) -> None:
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be a torch.nn.Module, got {type(backbone_model).__name__}.")
+        if args and isinstance(args[0], DeltaConfig) and config is None:  # `Model(backbone, config)`
+            config, args = args[0], args[1:]
+        kwargs = positional_settings(type(self), args, kwargs)  # OpenDelta 0.3's `LoraModel(model, 8, 16, ...)`
         interactive = kwargs.pop("interactive_modify", False)  # True or a port: pick the modules on a web page
         kwargs = check_init_keywords(kwargs)  # OpenDelta 0.3's backend / unfrozen_modules=None
         if config is None:
-            config = self.config_class.from_dict(kwargs)
+            config = self.config_class.from_dict(kwargs, strict=True)
         else:
             if not isinstance(config, self.config_class):
                 raise DeltaConfigError(

@@ -96,6 +96,25 @@ def check_load_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k not in ("delta_config", "state_dict")}
 
 
+def positional_settings(cls: type[DeltaBase], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with OpenDelta 0.3's positional constructor arguments (after `backbone_model`) added by name, in
+    the type's 0.3 order (`legacy.positional`)."""
+    if not args:
+        return kwargs
+    order = cls.legacy.positional or cls.config_class.positional_order()
+    if len(args) > len(order):
+        raise TypeError(
+            f"{cls.__name__}(backbone_model, ...) takes {len(order)} more positional argument(s) ({', '.join(order)}), "
+            f"got {len(args)}; pass the others by name."
+        )
+    out = dict(kwargs)
+    for key, value in zip(order, args):
+        if key in out:
+            raise TypeError(f"{cls.__name__}() got multiple values for argument {key!r}")
+        out[key] = value
+    return out
+
+
 def check_init_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:
     """0.3's constructor keywords `backend`, `unfrozen_modules=None` (the rest are config keys, returned;
     `interactive_modify` is handled by DeltaBase through the module picker)."""

@@ -12,6 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Union
 
+from ._logging import logger
 from .errors import DeltaConfigError
 from .providers import provider
 
@@ -57,6 +58,68 @@ def _conforms(value: Any, tp: Any) -> bool:
     return isinstance(value, tp)
 
 
+#: how close an unknown key must be to a valid one to count as its typo (difflib ratio: `lora_rank` ~ `lora_r` is
+#: 0.8, `modified_module` ~ `modified_modules` 0.97, while `dropout` ~ `lora_dropout` is 0.74)
+NEAR_MISS = 0.8
+
+
+def near_miss(key: str, valid: list[str]) -> str | None:
+    """The valid key `key` is probably a typo of, or None."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=NEAR_MISS)
+    return close[0] if close else None
+
+
+def split_unknown(
+    kind: str, given: dict[str, Any], valid: list[str], strict: bool, what: str = "key"
+) -> dict[str, Any]:
+    """The entries of `given` whose keys are in `valid`. Of the others, a near miss of a valid key is an error
+    (dropping it would silently change the delta), and so is every one with `strict=True`; the rest are dropped
+    with one warning, as OpenDelta 0.3 did (people pass whole training configs, e.g. `vars(args)`)."""
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return dict(given)
+    typos = {k: near_miss(k, valid) for k in unknown}
+    typos = {k: v for k, v in typos.items() if v is not None}
+    if typos or strict:
+        named = [f"`{k}`" + (f" (did you mean `{typos[k]}`?)" if k in typos else "") for k in (typos or unknown)]
+        rest = [k for k in unknown if k not in typos]
+        raise DeltaConfigError(
+            f"{kind}: unknown {what}(s) {', '.join(named)}. Valid keys: {', '.join(valid)}."
+            + (f" (The other unknown keys, {', '.join(rest)}, would be ignored.)" if typos and rest else "")
+            + ("" if typos else " Drop `strict=True` to ignore keys that are not settings of this delta type.")
+        )
+    logger.warning(
+        "%s: ignoring %s(s) that are not settings of this delta type: %s (pass strict=True to make them an error)",
+        kind,
+        what,
+        ", ".join(unknown),
+    )
+    return {k: v for k, v in given.items() if k in valid}
+
+
+class _ConfigMeta(type):
+    """Lets a config class take its own settings positionally, in OpenDelta 0.3's order (`positional_keys`), and
+    drops the keys 0.3 accepted without using them (`ignored_keys`)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            order = cls.positional_order()
+            if len(args) > len(order):
+                raise TypeError(
+                    f"{cls.__name__}() takes {len(order)} positional setting(s) ({', '.join(order) or 'none'}), "
+                    f"got {len(args)}; pass the others by name."
+                )
+            for key, value in zip(order, args):
+                if key in kwargs:
+                    raise TypeError(f"{cls.__name__}() got multiple values for {key!r}")
+                kwargs[key] = value
+        ignored = [k for k in kwargs if k in cls.ignored_keys]
+        if ignored:
+            logger.info("%s: ignoring %s (OpenDelta 0.3 took them but never used them)", cls.__name__, ignored)
+            kwargs = {k: v for k, v in kwargs.items() if k not in cls.ignored_keys}
+        return super().__call__(**kwargs)
+
+
 #: the largest integer a setting may hold (sizes, counts): beyond it no tensor could be allocated anyway
 MAX_INT_SETTING = 2**31 - 1
 
@@ -73,7 +136,7 @@ def _check_number(config: DeltaConfig, key: str, value: Any) -> None:
 
 
 @dataclass
-class DeltaConfig:
+class DeltaConfig(metaclass=_ConfigMeta):
     """Settings shared by every delta type. Subclasses add their own fields and `_validate` rules.
 
     modified_modules: module addresses the delta is attached to (dotted-suffix names, or "[r]regex").
@@ -87,6 +150,18 @@ class DeltaConfig:
     """
 
     delta_type: ClassVar[str] = ""
+    #: the settings `Config(a, b, ...)` takes positionally, in OpenDelta 0.3's order (None: the class's own fields)
+    positional_keys: ClassVar[tuple[str, ...] | None] = (
+        "modified_modules",
+        "exclude_modules",
+        "unfrozen_modules",
+        "common_structure",
+        "backbone_class",
+        "backbone_checkpoint_name",
+        "backbone_hash",
+    )
+    #: OpenDelta 0.3 keys of this type that it accepted but never used: dropped with a log line
+    ignored_keys: ClassVar[frozenset[str]] = frozenset()
 
     modified_modules: list[str] | None = None
     exclude_modules: list[str] | None = None
@@ -136,9 +211,23 @@ class DeltaConfig:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
-        """Build a config from a dict (and keyword overrides). Unknown keys are an error, not ignored, unless
-        `return_unused_kwargs=True` (as in transformers): then returns (config, {unknown key: value})."""
+    def positional_order(cls) -> tuple[str, ...]:
+        """The settings this class takes positionally (OpenDelta 0.3's order)."""
+        if "positional_keys" in cls.__dict__ and cls.positional_keys is not None:
+            return cls.positional_keys
+        base = {f.name for f in dataclasses.fields(DeltaConfig)}
+        return tuple(n for n in cls.field_names() if n not in base)
+
+    @classmethod
+    def from_dict(
+        cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, strict: bool = False, **kwargs: Any
+    ) -> Any:
+        """Build a config from a dict (and keyword overrides).
+
+        Keys that are not settings of this type: a near miss of a valid key (`lora_rank` for `lora_r`) is a
+        DeltaConfigError with did-you-mean; any other is dropped with one warning naming them all (OpenDelta 0.3's
+        rule: a whole training config or `vars(args)` may be passed); `strict=True` makes every unknown key an
+        error; `return_unused_kwargs=True` (as in transformers) returns (config, {unknown key: value}) instead."""
         if not isinstance(config_dict, dict):
             raise DeltaConfigError(f"{cls._kind()}: expected a dict, got {type(config_dict).__name__}.")
         merged = {**config_dict, **kwargs}
@@ -149,20 +238,12 @@ class DeltaConfig:
                 f"use AutoDeltaConfig.from_dict to pick the class from `delta_type`."
             )
         names = cls.field_names()
-        unknown = [k for k in merged if k not in names and k not in _BOOKKEEPING_KEYS]
+        settings = {k: v for k, v in merged.items() if k not in _BOOKKEEPING_KEYS and k not in cls.ignored_keys}
         if return_unused_kwargs:
-            return cls(**{k: v for k, v in merged.items() if k in names}), {k: merged[k] for k in unknown}
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(k, names, n=1)
-                hints.append(f"`{k}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
-            raise DeltaConfigError(
-                f"{cls._kind()}: unknown key(s) {', '.join(hints)}. Valid keys: {', '.join(names)}. To keep the "
-                f"valid keys of a larger dict (e.g. `vars(args)`), pass `return_unused_kwargs=True`: it returns "
-                f"(config, unused keys)."
-            )
-        return cls(**{k: v for k, v in merged.items() if k in names})
+            return cls(**{k: v for k, v in settings.items() if k in names}), {
+                k: v for k, v in settings.items() if k not in names
+            }
+        return cls(**split_unknown(cls._kind(), settings, names, strict))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"delta_type": self.delta_type}

@@ -19,6 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import DeltaConfig
 
 
+SELECTION_ARGS = (
+    "modified_modules",
+    "exclude_modules",
+    "unfrozen_modules",
+    "common_structure",
+    "interactive_modify",
+    "backend",
+)
+"""0.3's model constructor arguments shared by most types, in its order (they follow the type's own settings)."""
+
+
 @dataclass(frozen=True)
 class PeftMapping:
     """A delta type's PEFT counterpart.
@@ -56,6 +67,7 @@ class LegacyMapping:
         result must hold the new ones (without a hook they are `names`).
     fit_state(delta, state) -> state: tensor transforms that need the built delta (split a shared MLP,
         turn a reused backbone bias into our delta's own bias).
+    positional: the constructor arguments after `backbone_model`, in 0.3's order (`LoraModel(model, 8, 16)`).
     """
 
     config_keys: Mapping[str, str | None] = field(default_factory=dict)
@@ -64,6 +76,7 @@ class LegacyMapping:
     honours_exclude: bool = True
     fit_config: Callable[[dict[str, Any], nn.Module, list[str], dict[str, torch.Tensor]], dict[str, Any]] | None = None
     fit_state: Callable[[DeltaBase, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    positional: tuple[str, ...] = ()
 
     def rename_tensor(self, name: str) -> str | None:
         for pattern, replacement in self.tensor_renames:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
-from ..interop import LegacyMapping
+from ..interop import SELECTION_ARGS, LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import activation, check_activation, check_mixed_batch, check_size, output_dim, route_output, stack_slots
@@ -22,6 +22,8 @@ from ._common import activation, check_activation, check_mixed_batch, check_size
 @dataclass(repr=False)
 class AdapterConfig(DeltaConfig):
     """bottleneck_dim: width of the bottleneck; non_linearity: activation name (transformers' ACT2FN)."""
+
+    positional_keys = ("bottleneck_dim", "non_linearity")
 
     bottleneck_dim: int = 24
     non_linearity: str = "gelu_new"
@@ -71,7 +73,10 @@ class AdapterModel(DeltaBase):
     default_learning_rate = 8e-3
     app_settings = {"bottleneck_dim": 8}
     # 0.3 kept the two projections in a `modulelist` child: `<module>.adapter.modulelist.down_proj.weight`
-    legacy = LegacyMapping(tensor_renames=((r"\.adapter\.modulelist\.", ".adapter."),))
+    legacy = LegacyMapping(
+        tensor_renames=((r"\.adapter\.modulelist\.", ".adapter."),),
+        positional=("bottleneck_dim", "non_linearity", *SELECTION_ARGS),
+    )
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)

@@ -18,7 +18,7 @@ from transformers.pytorch_utils import Conv1D
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import UnsupportedModuleError
-from ..interop import LegacyMapping
+from ..interop import SELECTION_ARGS, LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import is_norm, map_first_output
@@ -27,6 +27,8 @@ from ._common import is_norm, map_first_output
 @dataclass(repr=False)
 class BitFitConfig(DeltaConfig):
     """No keys beyond `modified_modules` & co.: point them at Linear / Conv1D / norm layers."""
+
+    positional_keys = ()
 
 
 def bias_shape(module: nn.Module) -> tuple[int, ...]:
@@ -80,7 +82,9 @@ class BitFitModel(DeltaBase):
     # 0.3 trained the layers' own biases (saved under the backbone's names, `...query.bias`) of every Linear /
     # LayerNorm it matched or found inside a matched block, and added `<leaf>.bitfit.bias` to other leaves
     legacy = LegacyMapping(
-        fit_config=lambda c, b, n, s: _legacy_sites(c, b, n), fit_state=lambda d, s: _legacy_bias(d, s)
+        fit_config=lambda c, b, n, s: _legacy_sites(c, b, n),
+        fit_state=lambda d, s: _legacy_bias(d, s),
+        positional=SELECTION_ARGS,
     )
 
     def check_module(self, name: str, module: nn.Module) -> None:

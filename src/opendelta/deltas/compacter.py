@@ -21,7 +21,7 @@ from torch import nn
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaConfigError
-from ..interop import LegacyMapping
+from ..interop import SELECTION_ARGS, LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import activation, bottleneck_of, check_activation, check_size, init_glorot, output_dim, route_output
@@ -32,6 +32,28 @@ C_INITS = ("normal", "uniform")
 @dataclass(repr=False)
 class CompacterConfig(DeltaConfig):
     """See the module docstring for the PHM keys; bottleneck = hidden // reduction_factor."""
+
+    # 0.3's order; bottleneck_dim, sequential, kronecker_prod and hypercomplex_nonlinearity configured nothing there
+    positional_keys = (
+        "bottleneck_dim",
+        "non_linearity",
+        "sequential",
+        "reduction_factor",
+        "phm_c_init",
+        "hypercomplex_division",
+        "learn_phm",
+        "hypercomplex_nonlinearity",
+        "shared_phm_rule",
+        "factorized_phm",
+        "shared_W_phm",
+        "factorized_phm_rule",
+        "phm_rank",
+        "phm_init_range",
+        "kronecker_prod",
+        "use_bias_up_sampler",
+        "use_bias_down_sampler",
+    )
+    ignored_keys = frozenset({"bottleneck_dim", "sequential", "kronecker_prod", "hypercomplex_nonlinearity"})
 
     reduction_factor: int = 16
     non_linearity: str = "gelu_new"
@@ -182,12 +204,7 @@ class CompacterModel(DeltaBase):
     # CompacterConfig's default activation was relu (what AutoDeltaConfig-built compacters used). 0.3's
     # CompacterModel ignored `exclude_modules`.
     legacy = LegacyMapping(
-        config_keys={
-            "bottleneck_dim": None,
-            "sequential": None,
-            "kronecker_prod": None,
-            "hypercomplex_nonlinearity": None,
-        },
+        config_keys=dict.fromkeys(CompacterConfig.ignored_keys),
         tensor_renames=(
             (r"\.compactor\.", ".compacter."),
             (r"_sampler\.(W_left|W_right)$", r"_sampler.phm_weights.\1"),
@@ -195,12 +212,16 @@ class CompacterModel(DeltaBase):
         ),
         defaults={"non_linearity": "relu"},
         honours_exclude=False,
+        positional=(
+            *SELECTION_ARGS,
+            *(k for k in CompacterConfig.positional_keys if k not in ("bottleneck_dim", "sequential")),
+        ),
     )
 
-    def __init__(self, backbone_model: nn.Module, config: DeltaConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, backbone_model: nn.Module, *args: Any, **kwargs: Any) -> None:
         self._shared_rule: PHMRule | None = None
         self._shared_weights: dict[tuple[int, int], PHMWeights] = {}
-        super().__init__(backbone_model, config, **kwargs)
+        super().__init__(backbone_model, *args, **kwargs)
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

@@ -32,6 +32,8 @@ class LoraConfig(DeltaConfig):
     lora_scaling: "standard" scales the update by lora_alpha / lora_r, "rslora" by lora_alpha / sqrt(lora_r)
     (rank-stabilised LoRA, PEFT's `use_rslora=True`)."""
 
+    positional_keys = ("lora_r", "lora_alpha", "lora_dropout")
+
     lora_r: int = 8
     lora_alpha: float = 16
     lora_dropout: float = 0.0
@@ -205,7 +207,21 @@ class LoraModel(DeltaBase):
     peft = PeftMapping("LORA", _read_peft_config, _write_peft_config, _read_peft_tensor, _write_peft_tensor)
     # 0.3's LoRA layer also carried an unused `lin` Linear whose tensors were saved; they never entered the output
     # (0.3's LoraModel did not pass `exclude_modules` on: it was ignored)
-    legacy = LegacyMapping(tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),), honours_exclude=False)
+    legacy = LegacyMapping(
+        tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),),
+        honours_exclude=False,
+        positional=(
+            "lora_r",
+            "lora_alpha",
+            "lora_dropout",
+            "modified_modules",
+            "unfrozen_modules",
+            "exclude_modules",
+            "common_structure",
+            "interactive_modify",
+            "backend",
+        ),
+    )
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
+from ..interop import SELECTION_ARGS, LegacyMapping
 from ..registry import register_delta
 from ..site import Site
 from ._common import (
@@ -32,6 +33,8 @@ from ._common import (
 class LowRankAdapterConfig(DeltaConfig):
     """reduction_factor: bottleneck = hidden // reduction_factor; low_rank_rank: rank k of each weight;
     low_rank_w_init: initialisation of the factors; non_linearity: activation name (ACT2FN)."""
+
+    positional_keys = ("reduction_factor", "non_linearity", "low_rank_w_init", "low_rank_rank")
 
     reduction_factor: int = 32
     non_linearity: str = "gelu_new"
@@ -99,6 +102,7 @@ class LowRankAdapterModel(DeltaBase):
     config_class = LowRankAdapterConfig
     default_modules = {"*": ["attn.proj", "ff.w2"]}
     default_learning_rate = 6e-3
+    legacy = LegacyMapping(positional=(*LowRankAdapterConfig.positional_keys, *SELECTION_ARGS))
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

@@ -17,7 +17,7 @@ from torch import nn
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaConfigError, DeltaStateError, ModuleMatchError
-from ..interop import LegacyMapping
+from ..interop import SELECTION_ARGS, LegacyMapping
 from ..matching import REGEX_PREFIX, is_delta_layer
 from ..registry import register_delta
 from ..site import Site
@@ -46,6 +46,8 @@ class ParallelAdapterConfig(DeltaConfig):
     matched by entry 2i + 1 (["attn", "attn", "ff.w1", "ff.w2"]: one around attention, one from w1's input to
     w2's output). None: pairs when an entry uses 0.3's "@" spelling or two consecutive entries are equal.
     """
+
+    positional_keys = ("bottleneck_dim", "non_linearity", "scaled")
 
     bottleneck_dim: int = 24
     non_linearity: str = "gelu_new"
@@ -119,6 +121,7 @@ class ParallelAdapterModel(DeltaBase):
         config_keys={"scaled": None},
         tensor_renames=((r"\.parallel_adapter\.modulelist\.", ".parallel_adapter."),),
         fit_config=lambda config, backbone, names, state: {**config, **_legacy_pairs(config, names)},
+        positional=("bottleneck_dim", "non_linearity", *SELECTION_ARGS),
     )
     _pair_outputs: dict[str, tuple[str, nn.Module]] = {}
 

@@ -63,6 +63,8 @@ class PrefixConfig(DeltaConfig):
     blocks run without position bias. Default: prefix columns get zero bias and the bias is handed on.
     """
 
+    positional_keys = ("prefix_token_num", "reparameterize", "embed_dim", "mid_dim")
+
     prefix_token_num: int = 6
     reparameterize: bool = True
     embed_dim: int = 512
@@ -252,6 +254,14 @@ class PrefixModel(DeltaBase):
             "legacy_position_bias": True,
         },
         fit_state=lambda delta, state: _legacy_reparams(delta, state),
+        positional=(
+            *PrefixConfig.positional_keys,
+            "modified_modules",
+            "exclude_modules",
+            "unfrozen_modules",
+            "common_structure",
+            "interactive_modify",
+        ),
     )
 
     def check_module(self, name: str, module: nn.Module) -> None:

@@ -14,18 +14,25 @@ masks and caches downstream are computed by the model itself for the longer sequ
     `generate()` steps), nothing is prepended: the cache holds the prompt from the first step, so only the
     mask is widened and given position ids shifted (they count real tokens, as generate() computes them;
     `cache_position`, which transformers 4.x passes, is shifted the same way; legacy tuple caches are read).
-    Sequence-aligned outputs (`logits`, `last_hidden_state`) are cut back to the real tokens, so outputs line
-    up with the caller's tokens; `hidden_states` / `attentions` keep the prompt positions.
   * encoder-decoder models: the hook sits on the encoder (which `generate()` calls directly), and a hook on
     the root widens the `attention_mask` that the decoder's cross-attention uses. Decoder inputs and labels
-    are untouched.
+    are untouched; the encoder's own output always holds the prompt (the decoder attends to it).
+
+What the caller gets back depends on `prompt_positions`:
+  * "keep" (the default, OpenDelta 0.3's meaning): every output includes the prompt positions (L + N: `logits`,
+    `last_hidden_state`, `hidden_states`, `attentions`, the `encoder_*` outputs), and the caller's own
+    `attention_mask` and `token_type_ids` tensors are widened in place (N leading columns), so code that pools
+    the outputs with its mask (`(h * mask[..., None]).sum(1) / mask.sum(1)`) sees matching shapes. A mask that
+    already covers the prompt (the same tensor passed again) is not widened twice.
+  * "trim": sequence-aligned outputs (and the root's `encoder_*` outputs) are cut back to the caller's L tokens,
+    and the caller's tensors are left as they were (the widened mask exists only inside the call).
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -38,7 +45,10 @@ from ..registry import register_delta
 from ..site import Site
 from ._common import CACHE_ARGS, MAX_TOKENS, CallArgs, CallSlot, positional_names
 
-_SEQUENCE_OUTPUTS = ("logits", "last_hidden_state")
+_SEQUENCE_OUTPUTS = ("logits", "last_hidden_state", "hidden_states", "attentions")
+_ENCODER_OUTPUTS = ("encoder_last_hidden_state", "encoder_hidden_states", "encoder_attentions")
+#: the caller's tensors that get the prompt's columns
+_CALLER_TENSORS = ("attention_mask", "token_type_ids")
 ROOT = "root"
 
 
@@ -60,11 +70,17 @@ def _input_embedding(model: nn.Module) -> str:
 @dataclass(repr=False)
 class SoftPromptConfig(DeltaConfig):
     """soft_token_num: prompt length; token_init: start from embeddings of vocabulary tokens (else
-    uniform(-init_range, init_range))."""
+    uniform(-init_range, init_range)); prompt_positions: "keep" (outputs hold the prompt positions and the caller's
+    attention_mask / token_type_ids are widened in place, as in OpenDelta 0.3) or "trim" (outputs cut back to the
+    caller's tokens, the caller's tensors untouched)."""
+
+    positional_keys = ("soft_token_num", "init_range", "token_init")
+    ignored_keys = frozenset({"other_expand_ids"})  # 0.3's mask-widening switches: the masks are always widened
 
     soft_token_num: int = 100
     init_range: float = 0.5
     token_init: bool = True
+    prompt_positions: Literal["keep", "trim"] = "keep"
 
     def _validate(self) -> None:
         super()._validate()
@@ -100,7 +116,8 @@ class SoftPromptLayer(nn.Module):
 class _Prepender:
     """Rewrites one forward call's arguments so the sequence starts with the prompt."""
 
-    def __init__(self, module: nn.Module, embedding: nn.Module, layer: SoftPromptLayer) -> None:
+    def __init__(self, module: nn.Module, embedding: nn.Module, layer: SoftPromptLayer, keep: bool) -> None:
+        self.keep = keep  # "keep": widen the caller's mask / token types in place, outputs keep the prompt
         self.positional = positional_names(module)
         self.params = set(inspect.signature(module.forward).parameters)
         self.embedding, self.layer = embedding, layer
@@ -122,7 +139,11 @@ class _Prepender:
     def _widen(self, call: CallArgs, name: str, value: float) -> None:
         t = call.get(name)
         if t is not None:
-            call.set(name, torch.cat([t.new_full((t.shape[0], self.tokens), value), t], dim=1))
+            wide = torch.cat([t.new_full((t.shape[0], self.tokens), value), t], dim=1)
+            if self.keep and name in _CALLER_TENSORS:
+                t.data = wide  # the caller's own tensor, as OpenDelta 0.3 did: its pooling code sees L + N
+            else:
+                call.set(name, wide)
 
     def _check_mask(self, mask: Any) -> None:
         if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dim() != 2):
@@ -141,9 +162,13 @@ class _Prepender:
         seq = (embeds if embeds is not None else ids).shape[1]
         past = self._past(call)
         if past > 0:  # the cache holds the prompt already: only widen the mask and shift given positions
-            if mask is not None and mask.shape[1] == past + seq - self.tokens:
+            real_mask = mask is not None and mask.shape[1] == past + seq - self.tokens
+            if real_mask:
                 self._widen(call, "attention_mask", 1)
-            for name in ("position_ids", "cache_position"):  # cache_position: transformers 4.x
+            # cache_position counts real tokens; position ids derived from a mask that already covers the prompt
+            # (generate() after a "keep" call widened its mask) count the prompt too
+            shift = ("position_ids", "cache_position") if mask is None or real_mask else ("cache_position",)
+            for name in shift:
                 if call.get(name) is not None:
                     call.set(name, call.get(name) + self.tokens)
             return
@@ -152,29 +177,51 @@ class _Prepender:
         prompt = self.layer(embeds.shape[0]).to(embeds.dtype)
         call.set("input_ids", None)
         call.set("inputs_embeds", torch.cat([prompt, embeds], dim=1))
-        if mask is not None and mask.shape[1] == seq:
+        real_mask = mask is None or mask.shape[1] == seq  # else it covers the prompt already (passed again)
+        if mask is not None and real_mask:
             self._widen(call, "attention_mask", 1)
-        self._widen(call, "token_type_ids", 0)
+        types = call.get("token_type_ids")
+        if types is not None and types.shape[-1] == seq:
+            self._widen(call, "token_type_ids", 0)
+        # given positions are read in the mask's frame: derived from a mask that covers the prompt (generate() on
+        # a mask a "keep" call widened) they count the prompt already; cache_position always counts real tokens
         for name in ("position_ids", "cache_position"):
             pos = call.get(name)
             if pos is not None:
                 front = torch.arange(self.tokens, device=pos.device, dtype=pos.dtype).expand(*pos.shape[:-1], -1)
-                call.set(name, torch.cat([front, pos + self.tokens], dim=-1))
+                shift = self.tokens if real_mask or name == "cache_position" else 0
+                call.set(name, torch.cat([front, pos + shift], dim=-1))
         y = call.get("labels") if labels and "labels" in self.params else None
         if y is not None and y.dim() >= 2 and y.shape[1] == seq:
             self._widen(call, "labels", -100)
         self.prepended_len = seq + self.tokens
 
     def cut(self, output: Any) -> Any:
-        """Drop the prompt positions from sequence-aligned outputs of a call that prepended."""
+        """With "trim": drop the prompt positions from sequence-aligned outputs of a call that prepended."""
         n, self.prepended_len = self.prepended_len, None
-        if n is None:
+        if n is None or self.keep:
             return output
-        for key in _SEQUENCE_OUTPUTS:
-            t = getattr(output, key, None)
-            if isinstance(t, torch.Tensor) and t.dim() >= 3 and t.shape[1] == n:
-                output[key] = t[:, self.tokens :]
-        return output
+        return cut_prompt(output, _SEQUENCE_OUTPUTS, n, self.tokens)
+
+
+def cut_prompt(output: Any, keys: tuple[str, ...], n: int, tokens: int) -> Any:
+    """`output` with the first `tokens` of `n` positions removed from the tensors (or tuples of tensors) at `keys`;
+    attention maps lose them on both sequence axes."""
+
+    def cut(t: Any, attention: bool) -> Any:
+        if isinstance(t, (tuple, list)):
+            return type(t)(cut(x, attention) for x in t)
+        if not isinstance(t, torch.Tensor) or t.dim() < 3:
+            return t
+        if attention and t.dim() == 4 and t.shape[-1] == n and t.shape[-2] == n:
+            return t[..., tokens:, tokens:]
+        return t[:, tokens:] if t.shape[1] == n else t
+
+    for key in keys:
+        t = getattr(output, key, None)
+        if t is not None:
+            output[key] = cut(t, key.endswith("attentions"))
+    return output
 
 
 def _cached_length(cache: Any) -> int:
@@ -198,12 +245,21 @@ class SoftPromptModel(DeltaBase):
     # 0.3 always addressed the root ("root") and hung `soft_prompt_layer` on the encoder (encoder-decoder) or the
     # model; it extended the masks as this version does (`other_expand_ids` configures nothing here)
     legacy = LegacyMapping(
-        config_keys={"other_expand_ids": None},
+        config_keys=dict.fromkeys(SoftPromptConfig.ignored_keys),
         fit_config=lambda config, backbone, names, state: {**config, "modified_modules": [_input_embedding(backbone)]},
         fit_state=lambda delta, state: {
             (f"{delta.sites[0].name}.soft_prompt.soft_embeds" if k.endswith("soft_prompt_layer.soft_embeds") else k): v
             for k, v in state.items()
         },
+        positional=(
+            *SoftPromptConfig.positional_keys,
+            "other_expand_ids",
+            "modified_modules",
+            "exclude_modules",
+            "unfrozen_modules",
+            "common_structure",
+            "interactive_modify",
+        ),
     )
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
@@ -249,8 +305,9 @@ class SoftPromptModel(DeltaBase):
             ),
         )
         root, encoder = self.backbone_model, self._encoder()
+        keep = cfg.prompt_positions == "keep"
         if encoder is None:
-            prepender = _Prepender(root, site.module, layer)
+            prepender = _Prepender(root, site.module, layer, keep)
 
             def prepend(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
                 call = CallArgs(prepender.positional, args, kwargs)
@@ -260,7 +317,7 @@ class SoftPromptModel(DeltaBase):
             site.on_input(prepend, with_kwargs=True, target=root)
             site.on_output(lambda module, args, output: prepender.cut(output), target=root)
             return
-        enc = _Prepender(encoder, site.module, layer)
+        enc = _Prepender(encoder, site.module, layer, keep)
 
         def prepend_encoder(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             call = CallArgs(enc.positional, args, kwargs)
@@ -269,10 +326,20 @@ class SoftPromptModel(DeltaBase):
             return tuple(call.args), call.kwargs
 
         site.on_input(prepend_encoder, with_kwargs=True, target=encoder)
-        site.on_input(_cross_mask_widener(root, layer.soft_embeds.shape[0]), with_kwargs=True, target=root)
+        tokens = layer.soft_embeds.shape[0]
+        site.on_input(_cross_mask_widener(root, tokens, keep), with_kwargs=True, target=root)
+        if not keep:
+            site.on_output(lambda module, args, output: _cut_encoder_outputs(output, tokens), target=root)
 
 
-def _cross_mask_widener(root: nn.Module, tokens: int):
+def _cut_encoder_outputs(output: Any, tokens: int) -> Any:
+    hidden = getattr(output, "encoder_last_hidden_state", None)
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+        return output
+    return cut_prompt(output, _ENCODER_OUTPUTS, hidden.shape[1], tokens)
+
+
+def _cross_mask_widener(root: nn.Module, tokens: int, keep: bool):
     """Pre-hook for an encoder-decoder root: the `attention_mask` it hands the decoder must cover the prompt."""
     positional = positional_names(root)
 
@@ -293,7 +360,11 @@ def _cross_mask_widener(root: nn.Module, tokens: int):
             x = call.get("inputs_embeds") if call.get("inputs_embeds") is not None else call.get("input_ids")
             real = x.shape[1] if x is not None else -1
         if mask.shape[1] == real:
-            call.set("attention_mask", torch.cat([mask.new_ones(mask.shape[0], tokens), mask], dim=1))
+            wide = torch.cat([mask.new_ones(mask.shape[0], tokens), mask], dim=1)
+            if keep:
+                mask.data = wide  # the caller's own mask (OpenDelta 0.3); the encoder then finds it widened
+            else:
+                call.set("attention_mask", wide)
         return tuple(call.args), call.kwargs
 
     return widen
