@@ -247,7 +247,9 @@ def test_counts_and_log():
     assert delta.num_delta_parameters() == 2 * (8 + 16) + 2 * (16 + 16)
     assert delta.num_trainable_parameters() == delta.num_delta_parameters()
     base = sum(p.numel() for n, p in model.named_parameters() if ".lora." not in n)
-    assert delta.num_total_parameters() == base + delta.num_delta_parameters()
+    assert delta.num_total_parameters(model) == base + delta.num_delta_parameters()
+    assert delta.num_total_parameters() == delta.num_delta_parameters()  # 0.3: the delta's own, by default
+    assert delta.num_trainable_parameters(model) == delta.num_delta_parameters()
     stats = delta.log()
     assert stats["trainable"] == 112 and stats["delta_ratio"] == pytest.approx(112 / (base + 112))
 

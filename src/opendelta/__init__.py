@@ -9,6 +9,7 @@ from . import (
 from .auto import AutoDeltaConfig, AutoDeltaModel
 from .base import DeltaBase
 from .config import DeltaConfig
+from .delta_configs import BaseDeltaConfig
 from .deltas.adapter import AdapterConfig, AdapterModel
 from .deltas.bitfit import BitFitConfig, BitFitModel
 from .deltas.compacter import CompacterConfig, CompacterModel
@@ -23,15 +24,20 @@ from .errors import (
     DeltaConfigError,
     DeltaStateError,
     HashMismatchError,
+    LegacyAPIError,
     ModuleMatchError,
     OpenDeltaError,
     UnsupportedModuleError,
 )
 from .inspection import CheckpointInfo, inspect, inspect_checkpoint
+from .legacy_settings import GlobalSetting, global_setting, set_axis_order
 from .registry import get_delta_class, register_delta, registered_delta_types
 from .site import Site
 from .stats import ModelStats
 from .switching import activate, active_deltas, deactivate, deltas_of, get_delta, mixed_batch, using
+from .utils import logging
+from .utils.saving_loading_utils import SaveLoadMixin
+from .utils.structure_mapping import CommonStructureMap
 from .version import __version__
 from .visualization import Visualization
 
@@ -76,10 +82,19 @@ __all__ = [
     "SoftPromptConfig",
     "SoftPromptModel",
     "OpenDeltaError",
+    "LegacyAPIError",
     "CheckpointError",
     "DeltaConfigError",
     "DeltaStateError",
     "HashMismatchError",
     "ModuleMatchError",
     "UnsupportedModuleError",
+    # OpenDelta 0.3's top-level names
+    "BaseDeltaConfig",
+    "CommonStructureMap",
+    "GlobalSetting",
+    "SaveLoadMixin",
+    "global_setting",
+    "logging",
+    "set_axis_order",
 ]

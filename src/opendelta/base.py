@@ -409,10 +409,14 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
             self._guard = None
 
     def num_trainable_parameters(self, module: nn.Module | None = None) -> int:
-        return count_parameters(module if module is not None else self.backbone_model, trainable_only=True)
+        """Trainable parameters of `module`; without one, of the delta itself (OpenDelta 0.3's meaning)."""
+        if module is None:
+            return sum(p.numel() for p in self.delta_parameters() if p.requires_grad)
+        return count_parameters(module, trainable_only=True)
 
     def num_total_parameters(self, module: nn.Module | None = None) -> int:
-        return count_parameters(module if module is not None else self.backbone_model)
+        """Parameters of `module`; without one, of the delta itself (OpenDelta 0.3's meaning)."""
+        return self.num_delta_parameters() if module is None else count_parameters(module)
 
     def num_delta_parameters(self) -> int:
         return sum(p.numel() for p in self.delta_parameters())

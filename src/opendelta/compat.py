@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from ._logging import logger
-from .errors import DeltaConfigError
+from .errors import DeltaConfigError, LegacyAPIError, ModuleMatchError
+from .matching import name_matches
 from .providers import provider
+from .replaced import CUSTOM_DELTA
 from .stats import ModelStats, model_stats
 from .structures import find_backbone
 
@@ -196,6 +198,57 @@ class Legacy03Mixin:
     def frozen_parameters_names(self: DeltaBase, module: nn.Module | None = None) -> list[str]:
         root = module if module is not None else self.backbone_model
         return [n for n, p in root.named_parameters() if not p.requires_grad]
+
+    def trainable_parameters(self: DeltaBase, module: nn.Module | None = None) -> list[nn.Parameter]:
+        """The trainable parameters of `module`; without one, of the delta itself (0.3: pass them to an
+        optimizer)."""
+        params = module.parameters() if module is not None else self.delta_parameters()
+        return [p for p in params if p.requires_grad]
+
+    def mark_as_delta(self: DeltaBase, module: nn.Module | None = None) -> None:
+        """Tag every parameter of `module` (default: the delta's) with `_is_delta = True`, as 0.3 did."""
+        for p in module.parameters() if module is not None else self.delta_parameters():
+            p._is_delta = True
+
+    def find_module(self: DeltaBase, root_module: nn.Module, key: str) -> tuple[nn.Module, str, nn.Module]:
+        """(parent, child name, module) of the submodule `key` of `root_module`."""
+        *path, child = key.split(".")
+        parent = root_module.get_submodule(".".join(path)) if path else root_module
+        if not hasattr(parent, child):
+            raise ModuleMatchError(f"{type(root_module).__name__} has no submodule {key!r}")
+        return parent, child, getattr(parent, child)
+
+    def find_key(self: DeltaBase, key: str, target_list: list[str]) -> bool:
+        """True when the module name `key` is addressed by an entry of `target_list` (this version's rules)."""
+        return any(name_matches(key, entry) for entry in target_list)
+
+    def create_config_from_model(self: DeltaBase) -> None:
+        """0.3 rebuilt `self.config` from a delta built by arguments; here the config always exists and is kept
+        up to date, so this only checks it names the delta type."""
+        self.config.delta_type = self.delta_type
+
+    def set_active_state_dict(self: DeltaBase, module: nn.Module | None = None) -> None:
+        """Make the backbone's `state_dict()` hold its trainable tensors only, as `freeze_module` does by
+        default (removed again by `detach()`, `merge()` or `freeze_module(set_state_dict=False)`)."""
+        if module is not None and module is not self.backbone_model:
+            raise LegacyAPIError(
+                "set_active_state_dict(module) works on the backbone this delta is attached to; "
+                "call it without a module"
+            )
+        self._set_trainable_state_dict(True)
+
+    def forward(self: DeltaBase, *args: Any, **kwargs: Any) -> Any:
+        raise LegacyAPIError(
+            "a delta model is not called itself (neither was OpenDelta 0.3's): call the backbone model, which "
+            "now computes with the delta"
+        )
+
+    # ----- 0.3's hooks for writing delta types, replaced by Site / build_site -----------------------
+    def _custom_delta(self: DeltaBase, *args: Any, **kwargs: Any) -> Any:
+        raise LegacyAPIError(f"OpenDelta 0.3's delta-building helpers are not part of this version: {CUSTOM_DELTA}")
+
+    add_all_delta_to_backbone = update_module = modify_module = new_module_like = _custom_delta
+    insert_module = insert_sequential_module = insert_parallel_module = replace_module = _custom_delta
 
     # ----- report -----------------------------------------------------------------------------------
     def log(

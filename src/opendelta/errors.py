@@ -41,3 +41,7 @@ class PickerCancelledError(PickerError):
 
 class PickerTimeoutError(PickerError, TimeoutError):
     """Nobody submitted the module picker before its timeout."""
+
+
+class LegacyAPIError(OpenDeltaError, NotImplementedError):
+    """An OpenDelta 0.3 name that this version does not reproduce; the message names what to use instead."""

@@ -122,8 +122,8 @@ def model_card(
     library = "peft" if format == "peft" else "opendelta"
     yaml = ModelCardData(library_name=library, base_model=hub_base, tags=tags, **data).to_yaml()
     total, trainable, n_delta = (
-        delta.num_total_parameters(),
-        delta.num_trainable_parameters(),
+        delta.num_total_parameters(delta.backbone_model),
+        delta.num_trainable_parameters(delta.backbone_model),
         delta.num_delta_parameters(),
     )
     where = repo_id or "path/to/this/folder"

@@ -1,1 +1,3 @@
-"""OpenDelta 0.3's `opendelta.utils` helpers that still exist (`opendelta.utils.inspect`)."""
+"""OpenDelta 0.3's `opendelta.utils` package: its helpers where they still mean something (`logging`, `inspect`,
+`name_based_addressing`, `signature`, `cuda`, ...), and its other names kept importable, raising LegacyAPIError
+that names the replacement when used."""

@@ -44,3 +44,16 @@ def inspect_optimizer_statistics(optimizer: torch.optim.Optimizer, verbose: bool
     if verbose:
         logger.info("%s", out)
     return out
+
+
+def num_trainable_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def num_total_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def num_delta_parameters(module: nn.Module) -> int:
+    """Parameters of the delta layers attached to `module`."""
+    return model_stats(module).delta
