@@ -15,6 +15,8 @@ from opendelta import (
     AdapterModel,
     AutoDeltaConfig,
     AutoDeltaModel,
+    LegacyAPIError,
+    LoraConfig,
     LoraModel,
     ParallelAdapterModel,
     SoftPromptModel,
@@ -135,8 +137,9 @@ def test_quickstart_log_save_and_load(tmp_path, capsys):
     assert "trainable parameters" in printed and "lora" in printed and delta.stat["trainable"] == stats.trainable
     delta.log(module=model.encoder, visualization=False)
     folder = delta.save_finetuned(finetuned_delta_path=tmp_path / "d", save_config=True, push_to_dc=False)
-    with pytest.raises(TypeError, match=r"`push_to_dc` is gone.*push_to_hub=True, repo_id=\.\.\."):
+    with pytest.raises(LegacyAPIError, match=r"DeltaCenter.*push_to_hub=True, repo_id="):
         delta.save_finetuned(tmp_path / "e", push_to_dc=True)
+    assert not (tmp_path / "e").exists()  # refused before anything was written
     with pytest.raises(TypeError, match="use `token=...`"):
         delta.save_finetuned(tmp_path / "e", use_auth_token="x")
     with pytest.raises(TypeError, match="load_delta_state_dict"):
@@ -188,3 +191,87 @@ def test_partial_detach_and_old_graph_options_name_their_replacement():
     for kwargs in ({"mapping": {}}, {"only_common": True}):
         with pytest.raises(TypeError, match=r"structure_graph\(common_structure=True\)"):
             viz.structure_graph(printTree=False, **kwargs)
+
+
+# ----- 0.3's import paths and helpers ----------------------------------------------------------------------
+def test_0_3_import_paths_build_the_same_classes():
+    from opendelta.auto_delta import DELTA_MODEL_MAPPING
+    from opendelta.auto_delta import AutoDeltaConfig as A
+    from opendelta.auto_delta import AutoDeltaModel as M
+    from opendelta.basemodel import DeltaBase as B
+    from opendelta.delta_configs import BaseDeltaConfig
+    from opendelta.delta_models.lora import LoraConfig as LC
+    from opendelta.delta_models.lora import LoraModel as LM
+
+    assert (A, M, LC, LM) == (AutoDeltaConfig, AutoDeltaModel, LoraConfig, LoraModel)
+    assert issubclass(LM, B) and issubclass(LC, BaseDeltaConfig) and DELTA_MODEL_MAPPING["lora"] is LoraModel
+    model = build("bert")
+    delta = LM(model, 4, 8, 0.0, ["query"])  # 0.3's positional order: lora_r, lora_alpha, lora_dropout, modules
+    assert (delta.config.lora_r, delta.config.lora_alpha, delta.config.modified_modules) == (4, 8, ["query"])
+
+
+def test_replaced_names_import_and_raise_naming_the_replacement():
+    from opendelta import LegacyAPIError
+    from opendelta.utils.structure_mapping import CommonStructureMap
+
+    with pytest.raises(LegacyAPIError, match="modified_modules"):
+        CommonStructureMap(build("bert"))
+
+
+def test_delta_counts_and_trainable_parameters_mean_the_delta_itself():
+    model = build("bert")
+    delta = LoraModel(model, lora_r=4, modified_modules=["query"])
+    own = list(delta.delta_parameters())
+    assert delta.trainable_parameters() == own and delta.num_trainable_parameters() == sum(p.numel() for p in own)
+    assert delta.num_total_parameters(model) == sum(p.numel() for p in model.parameters())
+    parent, child, module = delta.find_module(model, "bert.encoder.layer.0.attention.self.query")
+    assert getattr(parent, child) is module and child == "query"
+    assert delta.find_key("bert.encoder.layer.0.attention.self.query", ["query"])
+    delta.mark_as_delta()
+    assert all(p._is_delta for p in own)
+
+
+def test_config_json_helpers(tmp_path):
+    config = LoraConfig(4, 8)
+    config.update({"lora_dropout": 0.1})
+    assert config.lora_dropout == 0.1
+    with pytest.raises(DeltaConfigError):
+        config.update({"lora_r": -1})
+    assert config.lora_r == 4  # a bad update changes nothing
+    config.save_finetuned(tmp_path)
+    assert AutoDeltaConfig.from_finetuned(tmp_path).to_dict() == config.to_dict()
+
+
+def test_set_axis_order_keeps_the_hidden_axis_last():
+    import opendelta
+
+    opendelta.set_axis_order([1, 0, 2])  # sequence-first: an adapter computes the same per position
+    assert opendelta.global_setting.axis_order == [1, 0, 2]
+    with pytest.raises(opendelta.LegacyAPIError, match="hidden"):
+        opendelta.set_axis_order([0, 2, 1])
+    opendelta.set_axis_order([0, 1, 2])
+
+
+def test_0_3_logging_helpers():
+    from opendelta.utils.logging import get_logger, get_verbosity, set_verbosity_error, set_verbosity_warning
+
+    set_verbosity_error()
+    assert get_verbosity() == logging.ERROR
+    set_verbosity_warning()
+    assert get_logger("opendelta.x").name == "opendelta.x"
+
+
+def test_0_3_delta_center_keywords_go_into_the_model_card(tmp_path, monkeypatch):
+    model = build("bert")
+    delta = LoraModel(model, lora_r=4, modified_modules=["query"])
+    folder = delta.save_finetuned(
+        tmp_path / "d", push_to_dc=False, list_tags=["NLI"], dict_tags={"dataset": "mnli"},
+        center_args={"name": "lora-bert-mnli"}, usage="load it with from_finetuned", test_result={"acc": 0.81},
+        delay_push=True, save_function=torch.save,
+    )  # fmt: skip
+    card = (folder / "README.md").read_text()
+    for text in ("NLI", "dataset:mnli", "lora-bert-mnli", "load it with from_finetuned", "0.81"):
+        assert text in card, text
+    monkeypatch.chdir(tmp_path)
+    delta.save_finetuned()  # 0.3's default folder
+    assert (tmp_path / "delta_checkpoints" / "delta_model.safetensors").is_file()

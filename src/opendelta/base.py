@@ -27,7 +27,7 @@ from .compat import (
 from .config import DeltaConfig
 from .copyplan import CopyPlan, build_copy_plan, copy_state
 from .dispatch import claim_name, invalidate_compiled, release_name
-from .errors import DeltaConfigError, DeltaStateError, UnsupportedModuleError
+from .errors import DeltaConfigError, DeltaStateError, LegacyAPIError, UnsupportedModuleError
 from .fingerprint import Fingerprint, backbone_tensors, fingerprint_model, fingerprint_tensors
 from .guard import BackboneGuard
 from .interop import LegacyMapping, PeftMapping
@@ -227,9 +227,15 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
     def modified_module_names(self) -> list[str]:
         return [s.name for s in self.sites if s.name]
 
-    def detach(self, module: nn.Module | None = None) -> None:
-        """Take the delta off: the backbone computes exactly what it computed before attaching."""
+    def detach(self, module: nn.Module | None = None, reset_state_dict: bool = True) -> None:
+        """Take the delta off: the backbone computes exactly what it computed before attaching, and its
+        `state_dict()` is complete again (`reset_state_dict`, 0.3's keyword, cannot be False)."""
         reject_module_argument("detach", module)
+        if not reset_state_dict:
+            raise LegacyAPIError(
+                "detach(reset_state_dict=False) is not supported: a detached delta always leaves the backbone's "
+                "state_dict complete; call freeze_module() again after attach() to filter it"
+            )
         if not self._attached:
             raise DeltaStateError("The delta is already detached; call attach() to put it back.")
         if self._merged:
@@ -242,8 +248,9 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
         if changed:
             invalidate_compiled()
 
-    def attach(self, module: nn.Module | None = None) -> None:
-        """Put a detached delta back, with the parameters it had."""
+    def attach(self, module: nn.Module | None = None, reset_state_dict: bool = True) -> None:
+        """Put a detached delta back, with the parameters it had. (`reset_state_dict` is 0.3's keyword; as there,
+        call `freeze_module()` to make the backbone's state_dict hold trainable tensors only.)"""
         reject_module_argument("attach", module)
         if self._attached:
             raise DeltaStateError("The delta is already attached; call detach() first to take it off.")

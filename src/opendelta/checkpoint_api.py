@@ -48,7 +48,12 @@ class CheckpointMethods:
         name, in your namespace), created if needed (`private`). Returns the folder. OpenDelta 0.3's keywords
         (`finetuned_delta_path`, `save_config`, `push_to_dc`, ...) work or raise naming the replacement.
         """
-        save_directory = check_save_keywords(save_directory, legacy)
+        save_directory, legacy_card, legacy_results = check_save_keywords(save_directory, legacy)
+        if legacy_card:
+            tags = [*legacy_card.pop("tags", []), *(card_data or {}).get("tags", [])]
+            card_data = {**legacy_card, **(card_data or {}), **({"tags": tags} if tags else {})}
+        if legacy_results:
+            results = {**legacy_results, **(results or {})}
         return provider("save_delta")(
             self,
             save_directory,

@@ -26,42 +26,40 @@ from .structures import find_backbone
 if TYPE_CHECKING:  # pragma: no cover
     from .base import DeltaBase
 
-#: 0.3 `save_finetuned` / `from_finetuned` keywords that are gone -> the exact replacement
+#: 0.3 `from_finetuned` / `save_finetuned` keywords that are gone -> the exact replacement
 GONE_KEYWORDS = {
-    "push_to_dc": "`push_to_dc` is gone: the DeltaCenter service no longer exists; use `push_to_hub=True, repo_id=...`",
-    "center_args": "`center_args` is gone (DeltaCenter no longer exists); use `card_data={...}` for the model card",
-    "center_args_pool": "`center_args_pool` is gone (DeltaCenter no longer exists); use `card_data={...}`",
-    "list_tags": "`list_tags` is gone (DeltaCenter no longer exists); use `card_data={'tags': [...]}`",
-    "dict_tags": "`dict_tags` is gone (DeltaCenter no longer exists); use `card_data={...}`",
-    "delay_push": "`delay_push` is gone (DeltaCenter no longer exists); save with `save_finetuned(folder)` and "
-    "push later with `delta.push_to_hub(repo_id)`",
-    "test_result": "`test_result` is gone; use `results={...}` (written into the model card)",
-    "usage": "`usage` is gone; the model card's usage section is generated (edit README.md, keep it with "
-    "`overwrite_card=False`)",
     "use_auth_token": "`use_auth_token` is gone; use `token=...`",
-    "save_function": "`save_function` is gone: checkpoints are written as safetensors; use `format='opendelta'` "
-    "or `format='peft'`",
 }
+#: where `save_finetuned` puts what 0.3 sent to DeltaCenter: model-card metadata
+CARD_KEYWORDS = ("center_args", "center_args_pool", "list_tags", "dict_tags", "usage", "test_result", "delay_push")
+#: 0.3's default folder of `save_finetuned()` without one
+LEGACY_SAVE_DIR = "./delta_checkpoints/"
 
 
-def reject_module_argument(method: str, module: Any) -> None:
-    """0.3's `detach(module=...)` / `attach(module=...)` acted on part of a delta: say what to write now."""
-    if module is not None:
-        raise TypeError(
-            f"`{method}(module=...)` is gone: {method}() acts on the whole delta. To switch part of a model on and "
-            f"off, attach a separate delta to those modules (`modified_modules=[...]`, `name=...`) and use "
-            f"`opendelta.deactivate(model, name)` / `opendelta.activate(model, names)`"
-        )
+def _plain(value: Any) -> Any:
+    """`value` if it is JSON-like (what a model card's front matter holds), else its str()."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(value)
 
 
-def check_save_keywords(save_directory: Any, legacy: dict[str, Any]) -> Any:
-    """0.3's `save_finetuned` keywords: the folder (`finetuned_delta_path`), harmless ones are accepted, the
-    rest raise naming the replacement. Returns the folder."""
+def check_save_keywords(save_directory: Any, legacy: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """0.3's `save_finetuned` keywords. Returns (the folder, model-card data, results): the folder is
+    `finetuned_delta_path` or 0.3's default `./delta_checkpoints/`; what 0.3 sent to DeltaCenter (`list_tags`,
+    `dict_tags`, `center_args`, `center_args_pool`, `usage`, `test_result`) goes into the model card;
+    `push_to_dc=True` raises naming `push_to_hub`; other keywords that changed raise naming the replacement."""
     path = legacy.pop("finetuned_delta_path", None)
     if save_directory is None:
         save_directory = path
     if save_directory is None:
-        raise TypeError("save_finetuned() needs the folder to save into: save_finetuned('path/to/folder')")
+        save_directory = LEGACY_SAVE_DIR
+        logger.info("save_finetuned() without a folder: saving into %s, as OpenDelta 0.3 did", LEGACY_SAVE_DIR)
+    card: dict[str, Any] = {}
+    results: dict[str, Any] = {}
     for key, value in legacy.items():
         if key == "save_config":
             if not value:
@@ -73,12 +71,48 @@ def check_save_keywords(save_directory: Any, legacy: dict[str, Any]) -> Any:
                     "left trainable by freeze_module); load other tensors with `delta.load_delta_state_dict(...)` "
                     "before saving"
                 )
+        elif key == "save_function":
+            if value is not None and getattr(value, "__name__", "") != "save":
+                raise TypeError(
+                    "`save_function` is gone: checkpoints are written as safetensors; use `format='opendelta'`, "
+                    "`format='peft'` or `format='opendelta-0.3'`"
+                )
+        elif key == "push_to_dc":
+            if value:
+                raise LegacyAPIError(
+                    "`push_to_dc=True`: the DeltaCenter service no longer exists; use "
+                    "`save_finetuned(folder, push_to_hub=True, repo_id='user/name')`"
+                )
+        elif key == "list_tags":
+            card.setdefault("tags", []).extend(str(t) for t in value or [])
+        elif key == "dict_tags":
+            card.setdefault("tags", []).extend(f"{k}:{v}" for k, v in (value or {}).items())
+        elif key in ("center_args", "center_args_pool"):
+            args = value if isinstance(value, dict) else vars(value) if value is not None else {}
+            card.update({str(k): _plain(v) for k, v in args.items() if v not in (None, "", [], {})})
+        elif key == "usage":
+            if value:
+                card["usage"] = str(value)
+        elif key == "test_result":
+            if value:
+                results.update(_plain(value) if isinstance(value, dict) else {"test_result": _plain(value)})
+        elif key == "delay_push":
+            pass  # nothing is pushed unless push_to_hub=True
         elif key in GONE_KEYWORDS:
-            if value not in (None, False, [], {}):
-                raise TypeError(GONE_KEYWORDS[key])
+            raise TypeError(GONE_KEYWORDS[key])
         else:
             raise TypeError(f"save_finetuned() got an unexpected keyword argument {key!r}")
-    return save_directory
+    return save_directory, card, results
+
+
+def reject_module_argument(method: str, module: Any) -> None:
+    """0.3's `detach(module=...)` / `attach(module=...)` acted on part of a delta: say what to write now."""
+    if module is not None:
+        raise TypeError(
+            f"`{method}(module=...)` is gone: {method}() acts on the whole delta. To switch part of a model on and "
+            f"off, attach a separate delta to those modules (`modified_modules=[...]`, `name=...`) and use "
+            f"`opendelta.deactivate(model, name)` / `opendelta.activate(model, names)`"
+        )
 
 
 def check_load_keywords(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -261,6 +261,41 @@ class DeltaConfig(metaclass=_ConfigMeta):
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
+    # ----- OpenDelta 0.3's spellings ----------------------------------------------------------------
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """The config as JSON (only the keys that differ from the defaults with `use_diff`), sorted, as 0.3."""
+        return json.dumps(self.to_diff_dict() if use_diff else self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, json_file_path: str | os.PathLike, use_diff: bool = True) -> None:
+        with open(json_file_path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string(use_diff=use_diff))
+
+    def dict_torch_dtype_to_str(self, d: dict[str, Any]) -> None:
+        """In place: a `torch_dtype` value that is a torch.dtype becomes its name ("float16")."""
+        dtype = d.get("torch_dtype")
+        if dtype is not None and not isinstance(dtype, str):
+            d["torch_dtype"] = str(dtype).removeprefix("torch.")
+
+    def update(self, config_dict: dict[str, Any]) -> None:
+        """Set the given keys in place, validated: the whole config is rebuilt first, so a bad value changes
+        nothing."""
+        fresh = type(self).from_dict({**self.to_dict(), **config_dict}, strict=True)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(fresh, f.name))
+
+    def save_finetuned(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Write `config.json` (all keys) into `save_directory` (0.3's config-only save)."""
+        if kwargs:
+            raise TypeError(f"DeltaConfig.save_finetuned() got unexpected keyword(s) {sorted(kwargs)}")
+        os.makedirs(save_directory, exist_ok=True)
+        self.to_json_file(os.path.join(save_directory, "config.json"), use_diff=False)
+
+    @classmethod
+    def get_config_dict(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> tuple[dict[str, Any], dict]:
+        """(the checkpoint's config as a dict, the keywords not used), as 0.3 returned them."""
+        config = cls.from_finetuned(finetuned_delta_path, **kwargs)
+        return config.to_dict(), {}
+
     def replace(self, **changes: Any) -> DeltaConfig:
         """A validated copy with some fields changed."""
         return type(self).from_dict({**self.to_dict(), **changes})

@@ -81,6 +81,9 @@ class BitFitModel(DeltaBase):
     default_learning_rate = 1e-2
     # 0.3 trained the layers' own biases (saved under the backbone's names, `...query.bias`) of every Linear /
     # LayerNorm it matched or found inside a matched block, and added `<leaf>.bitfit.bias` to other leaves
+    # 0.3's own building steps of BitFit (replaced by build_site)
+    add_bias_to_modules_have_bias_or_known_type = add_bias_to_others = DeltaBase._custom_delta
+
     legacy = LegacyMapping(
         fit_config=lambda c, b, n, s: _legacy_sites(c, b, n),
         fit_state=lambda d, s: _legacy_bias(d, s),
