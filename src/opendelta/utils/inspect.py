@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .._logging import logger
-from ..stats import model_stats
+from ..stats import count_parameters, model_stats
 
 
 def inspect_module_statistics(module: nn.Module, verbose: bool = True) -> dict[str, Any]:
@@ -47,11 +47,11 @@ def inspect_optimizer_statistics(optimizer: torch.optim.Optimizer, verbose: bool
 
 
 def num_trainable_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return count_parameters(module, trainable_only=True)
 
 
 def num_total_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+    return count_parameters(module)
 
 
 def num_delta_parameters(module: nn.Module) -> int:

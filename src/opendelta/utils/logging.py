@@ -104,7 +104,3 @@ def warning_advice(self: logging.Logger, *args: object, **kwargs: object) -> Non
 
     if not os.getenv("OPENDELTA_NO_ADVISORY_WARNINGS") and not os.getenv("TRANSFORMERS_NO_ADVISORY_WARNINGS"):
         self.warning(*args, **kwargs)
-
-
-if not hasattr(logging.Logger, "warning_advice"):
-    logging.Logger.warning_advice = warning_advice  # 0.3 added it to every logger
