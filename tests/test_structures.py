@@ -113,6 +113,16 @@ FINAL_NORM |= {
 # parallel_adapter on families without one feed-forward module: the module whose input it reads
 PARALLEL_INPUT = {f: "intermediate" for f in ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2")}
 PARALLEL_INPUT |= {f: "fc1" for f in ("bart", "mbart", "opt")}
+# parallel_adapter on the families OpenDelta 0.3 knew: 0.3's default pairs, whose input sides are the attention
+# sub-layer and the first feed-forward projection of every block
+LEGACY_PARALLEL = {
+    "t5": ("", r"DenseReluDense\.wi"),  # BLOCK ends at the sub-layer: layer.0 (attention), layer.1 / 2 (FFN)
+    "bert": ("attention", r"intermediate\.dense"),
+    "roberta": ("attention", r"intermediate\.dense"),
+    "deberta-v2": ("attention", r"intermediate\.dense"),
+    "gpt2": ("attn", r"mlp\.c_fc"),
+    "opt": ("self_attn", "fc1"),
+}
 # settings that fit hidden size 32 (the modules stay the defaults)
 TINY = {
     "compacter": {"reduction_factor": 4},
@@ -144,6 +154,11 @@ def expected_targets(model: nn.Module, family: str, delta_type: str) -> list[str
     roles = roles or ROLES.get(delta_type)
     if roles is None:
         return None
+    if delta_type == "parallel_adapter" and family in LEGACY_PARALLEL:
+        attn, w1 = LEGACY_PARALLEL[family]
+        attn = (BLOCK[family] + r"\." + attn) if attn else BLOCK[family].removesuffix(r"\d+") + "0"
+        rx = re.compile(f"{attn}|{BLOCK[family]}\\.{w1}")
+        return [n for n, _ in model.named_modules() if rx.fullmatch(n)]
     if delta_type == "parallel_adapter" and "ff" not in RAW[family]:
         return block_modules(model, family, PARALLEL_INPUT[family])  # the input side; added at w2's output
     names = {n for role in roles for n in block_modules(model, family, RAW[family][role])}
@@ -186,7 +201,8 @@ def test_default_modules_per_family_and_type(family, delta_type):
     delta = AutoDeltaModel.from_config(cfg, backbone_model=model)
     assert expected and _targets(delta) == expected
     roles = (GPT2_ROLES.get(delta_type) if family == "gpt2" else None) or ROLES.get(delta_type)
-    if roles:  # one module per role in each of the 2 layers of each stack
+    if roles and not (delta_type == "parallel_adapter" and family in LEGACY_PARALLEL):  # (those: 2 per layer)
+        # one module per role in each of the 2 layers of each stack
         assert len(_targets(delta)) == 2 * STACKS[family] * len(roles)
     assert delta.config.common_structure is not None and delta.config.modified_modules
     perturb(delta)
@@ -499,5 +515,7 @@ def test_settings_the_user_gave_are_kept_with_default_modules():
         {"delta_type": "parallel_adapter", "output_module": "output"}, backbone_model=build("bert")
     )
     assert d.config.output_module == "output" and d.config.modified_modules == ["intermediate"]
+    d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter", "paired": False}, backbone_model=build("bert"))
+    assert d.config.output_module == "output.dense" and d.config.modified_modules == ["intermediate"]
     d = AutoDeltaModel.from_config({"delta_type": "parallel_adapter"}, backbone_model=build("bart"))
     assert d.config.output_module == "fc2" and d.config.modified_modules == ["ff.w1"]

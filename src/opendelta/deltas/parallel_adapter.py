@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import legacy_structure
 from ..base import DeltaBase
 from ..config import DeltaConfig
 from ..errors import DeltaConfigError, DeltaStateError, ModuleMatchError
@@ -95,6 +96,8 @@ class ParallelAdapterLayer(nn.Module):
         return f"scaled={self.scaled}"
 
 
+#: 0.3's default: one adapter around the attention sub-layer, one from the first to the second FFN projection
+LEGACY_DEFAULT = ["attn@", "attn@", "ff@.w1@", "ff@.w2@"]
 _FC_PARALLEL = {"modified_modules": ["ff.w1"], "output_module": "fc2"}
 _BERT_PARALLEL = {"modified_modules": ["intermediate"], "common_structure": False, "output_module": "output.dense"}
 
@@ -104,6 +107,8 @@ class ParallelAdapterModel(DeltaBase):
     """A parallel adapter reading the input of each module addressed by `modified_modules`."""
 
     config_class = ParallelAdapterConfig
+    # on the families OpenDelta 0.3 knew, its default pairs in its meaning (`_legacy_default`: around the attention
+    # sub-layer, and from ff.w1's input to ff.w2's output); elsewhere, or with `output_module` / paired=False set:
     default_modules = {
         "*": ["ff"],
         # where no module holds the whole feed-forward block: read the input of the first projection (BERT:
@@ -125,6 +130,12 @@ class ParallelAdapterModel(DeltaBase):
     )
     _pair_outputs: dict[str, tuple[str, nn.Module]] = {}
 
+    @property
+    def default_modified_modules(self) -> list[str] | dict[str, Any]:
+        if legacy_structure.has_tree(self.backbone_model) and _legacy_default(self.backbone_model) is not None:
+            return list(LEGACY_DEFAULT)
+        return super().default_modified_modules
+
     def _is_paired(self) -> bool:
         cfg, mm = self.config, self.config.modified_modules or []
         if cfg.paired is not None:
@@ -133,6 +144,12 @@ class ParallelAdapterModel(DeltaBase):
 
     def resolve_targets(self) -> list[tuple[str, nn.Module]]:
         self._pair_outputs = {}
+        cfg = self.config
+        legacy = None
+        if cfg.modified_modules is None and cfg.output_module is None and cfg.paired is not False:
+            legacy = _legacy_default(self.backbone_model) if legacy_structure.has_tree(self.backbone_model) else None
+        if legacy is not None:
+            self.config = cfg.replace(**legacy)
         if not self._is_paired():
             return super().resolve_targets()
         cfg, mm = self.config, self.config.modified_modules
@@ -214,6 +231,16 @@ class ParallelAdapterModel(DeltaBase):
 
         site.on_input(read_input, with_kwargs=True)
         site.on_output(add_update, target=out_module)
+
+
+def _legacy_default(backbone: nn.Module) -> dict[str, Any] | None:
+    """OpenDelta 0.3's default modules on a family it knew, as raw (input, output) pairs; None where they do not
+    form one attention pair and one feed-forward pair per block (e.g. a gated T5 v1.1 FFN, which 0.3 mis-paired)."""
+    found = [legacy_structure.resolve(backbone, [entry], None, True) for entry in ("attn@", "ff@.w1@", "ff@.w2@")]
+    if not found[0] or len({len(names) for names in found}) != 1:
+        return None
+    names = legacy_structure.resolve(backbone, LEGACY_DEFAULT, None, True)
+    return {**_legacy_pairs({"modified_modules": LEGACY_DEFAULT}, names), "common_structure": False}
 
 
 def _legacy_pairs(config: dict[str, Any], names: list[str]) -> dict[str, Any]:

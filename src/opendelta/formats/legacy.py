@@ -30,7 +30,7 @@ from .._logging import logger
 from ..errors import CheckpointError
 from ..matching import delta_layer_prefixes, inside_any
 from ..registry import get_delta_class
-from . import legacy_structure
+from .. import legacy_structure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import DeltaBase

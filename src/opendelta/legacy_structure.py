@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 
 from torch import nn
 
-from ..matching import is_delta_layer
+from .matching import is_delta_layer
 
 # A tree node: raw path (one or more dotted components) -> (0.3 common name, child nodes, virtual name).
 # A common name "" means "no common name" (the raw component is kept); "$" children: any block index.
