@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from opendelta import (
     AdapterModel,
@@ -22,7 +23,7 @@ from opendelta import (
     SoftPromptModel,
     Visualization,
 )
-from opendelta.errors import DeltaConfigError
+from opendelta.errors import CheckpointError, DeltaConfigError
 from opendelta.utils.inspect import inspect_module_statistics, inspect_optimizer_statistics
 from tiny import build, inputs_for, run
 
@@ -275,3 +276,15 @@ def test_0_3_delta_center_keywords_go_into_the_model_card(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     delta.save_finetuned()  # 0.3's default folder
     assert (tmp_path / "delta_checkpoints" / "delta_model.safetensors").is_file()
+
+
+def test_a_folder_with_differing_bin_and_safetensors_is_refused(tmp_path):
+    delta = LoraModel(backbone_model=build("t5"), modified_modules=["SelfAttention.q"], lora_r=4)
+    folder = delta.save_finetuned(tmp_path / "d")
+    state = load_file(str(folder / "delta_model.safetensors"))
+    torch.save(state, folder / "pytorch_model.bin")  # the same tensors: fine
+    AutoDeltaModel.from_finetuned(folder, build("t5"))
+    stale = {k: v + 1 for k, v in state.items()}
+    torch.save(stale, folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"both delta_model\.safetensors and pytorch_model\.bin.*differ"):
+        AutoDeltaModel.from_finetuned(folder, build("t5"))

@@ -178,7 +178,9 @@ def test_reduction_factor_too_large_names_module():
 
 def test_after_delta_on_module_without_size_is_clear_error():
     model = build("toy")
-    with pytest.raises(UnsupportedModuleError, match=r"'1' \(ReLU\).*Point `modified_modules`"):
+    with pytest.raises(
+        UnsupportedModuleError, match=r"'1' \(torch\.nn\.modules\.activation\.ReLU\).*Point `modified_modules`"
+    ):
         AdapterModel(model, modified_modules=["1"])
 
 
@@ -201,7 +203,9 @@ def test_block_whose_output_size_is_misread_fails_clearly():
 def test_bitfit_refuses_blocks():
     model = build("bert")
     keys = list(model.state_dict())
-    with pytest.raises(UnsupportedModuleError, match=r"BertSelfOutput.*Linear, Conv1D and norm"):
+    with pytest.raises(
+        UnsupportedModuleError, match=r"modeling_bert\.BertSelfOutput\).*Linear\(-like\), Conv1D and norm"
+    ):
         BitFitModel(model, modified_modules=["query", "attention.output"])
     assert _untouched(model, keys)
 

@@ -27,7 +27,7 @@ from .compat import (
 from .config import DeltaConfig
 from .copyplan import CopyPlan, build_copy_plan, copy_state
 from .dispatch import claim_name, invalidate_compiled, release_name
-from .errors import DeltaConfigError, DeltaStateError, LegacyAPIError, UnsupportedModuleError
+from .errors import DeltaConfigError, DeltaStateError, LegacyAPIError, UnsupportedModuleError, class_path
 from .fingerprint import Fingerprint, backbone_tensors, fingerprint_model, fingerprint_tensors
 from .guard import BackboneGuard
 from .interop import LegacyMapping, PeftMapping
@@ -156,17 +156,29 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
             # ModuleList / ModuleDict is indexed and iterated by its owner (a new child breaks that code)
             inside = [n for n, _ in module.named_children()][:3]
             raise UnsupportedModuleError(
-                f"{self.delta_type!r} cannot modify {name!r}: it is a {type(module).__name__}, a container whose "
+                f"{self.delta_type!r} cannot modify {name!r}: it is a {class_path(module)}, a container whose "
                 f"children its owner runs in turn, so a delta layer cannot be added to it. Point "
                 f"`modified_modules` at a module inside it (e.g. {', '.join(f'{name}.{c}' for c in inside)}) or at "
                 f"the module that owns it."
             )
-        if self.supported_modules is not None and not isinstance(module, self.supported_modules):
-            allowed = ", ".join(c.__name__ for c in self.supported_modules)
+        if not self.supports_module(module):
+            allowed = ", ".join(c.__name__ for c in self.supported_modules or ())
             raise UnsupportedModuleError(
-                f"{self.delta_type!r} cannot modify {name!r} ({type(module).__name__}); it supports {allowed}. "
-                f"Point `modified_modules` at such layers (e.g. the q / v projections inside attention)."
+                f"{self.delta_type!r} cannot modify {name!r} ({class_path(module)}); it supports {allowed}"
+                f"{self.supported_also}. Point `modified_modules` at such layers (e.g. the q / v projections inside "
+                f"attention)."
             )
+
+    #: what else `supports_module` accepts, in words (appended to the list of `supported_modules` in errors)
+    supported_also: ClassVar[str] = ""
+
+    def supports_module(self, module: nn.Module) -> bool:
+        """Whether this delta type can be put on `module` (default: an instance of `supported_modules`)."""
+        return self.supported_modules is None or isinstance(module, self.supported_modules)
+
+    def merge_problem(self, site: Site) -> str | None:
+        """Why this delta cannot be merged into `site.module` (None: it can); `merge()` checks every site first."""
+        return None
 
     def _attach_new(self) -> None:
         targets = self.resolve_targets()
@@ -279,6 +291,14 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
             raise DeltaStateError("The delta is already merged; call unmerge() first to merge it again.")
         if not self._active:
             raise DeltaStateError(f"Delta {self.name!r} is switched off; set_active(True) before merging it.")
+        problems = [(site.name, p) for site in self.sites if (p := self.merge_problem(site)) is not None]
+        if problems:
+            name, why = problems[0]
+            raise DeltaStateError(
+                f"Cannot merge {self.delta_type!r} into {name!r}" + (f" (and {len(problems) - 1} more)" if len(
+                    problems) > 1 else "") + f": {why}. Nothing was changed; keep the delta unmerged (it computes "
+                f"the same outputs)."
+            )
         changed = False
         with torch.no_grad():
             for site in self.sites:

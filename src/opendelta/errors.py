@@ -45,3 +45,9 @@ class PickerTimeoutError(PickerError, TimeoutError):
 
 class LegacyAPIError(OpenDeltaError, NotImplementedError):
     """An OpenDelta 0.3 name that this version does not reproduce; the message names what to use instead."""
+
+
+def class_path(obj: object) -> str:
+    """The qualified name of `obj`'s class (`pkg.module.Class`), as errors name the class of a module."""
+    cls = obj if isinstance(obj, type) else type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

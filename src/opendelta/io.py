@@ -271,15 +271,33 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
 def load_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint folder: safetensors, or a legacy `.bin` read without running pickles."""
     directory = Path(directory)
-    st = directory / WEIGHTS_NAME
-    if st.is_file():
-        return load_safetensors(st)
-    legacy = directory / LEGACY_WEIGHTS_NAME
+    found = load_weight_pair(directory / WEIGHTS_NAME, directory / LEGACY_WEIGHTS_NAME)
+    if found is None:
+        raise CheckpointError(
+            f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME})."
+        )
+    return found
+
+
+def load_weight_pair(st: Path, legacy: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of `st` (safetensors) or else `legacy` (.bin); None when neither exists. When both exist they
+    must hold the same tensors: otherwise which one is current cannot be told, and a CheckpointError names both."""
+    if not st.is_file():
+        return load_legacy_bin(legacy) if legacy.is_file() else None
+    state = load_safetensors(st)
     if legacy.is_file():
-        return load_legacy_bin(legacy)
-    raise CheckpointError(
-        f"No weights in {str(directory)!r}: expected {WEIGHTS_NAME} (or a legacy {LEGACY_WEIGHTS_NAME})."
-    )
+        other = load_legacy_bin(legacy)
+        differ = sorted(set(state) ^ set(other)) or [
+            k
+            for k in state
+            if state[k].shape != other[k].shape or not torch.equal(state[k], other[k].to(state[k].dtype))
+        ]
+        if differ:
+            raise CheckpointError(
+                f"{str(st.parent)!r} holds both {st.name} and {legacy.name}, and they differ (e.g. {differ[0]!r}): "
+                f"one of them is stale and it cannot be told which. Delete the one you do not want and load again."
+            )
+    return state
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -12,7 +12,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
-from ..errors import DeltaConfigError, UnsupportedModuleError
+from ..errors import DeltaConfigError, UnsupportedModuleError, class_path
 from ..matching import named_backbone_modules
 from ..site import Site
 
@@ -47,16 +47,41 @@ def is_norm(module: nn.Module) -> bool:
     )
 
 
+def is_linear_like(module: nn.Module) -> bool:
+    """An nn.Linear, a GPT-2 Conv1D, or a module shaped like a Linear: integer `in_features` / `out_features`
+    and a 2-D `weight` of shape (out_features, in_features) (e.g. a large LM's own Linear class)."""
+    if isinstance(module, (nn.Linear, Conv1D)):
+        return True
+    i, o, w = (getattr(module, k, None) for k in ("in_features", "out_features", "weight"))
+    return isinstance(i, int) and isinstance(o, int) and isinstance(w, torch.Tensor) and tuple(w.shape) == (o, i)
+
+
+def linear_features(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of a Linear-like module (a Conv1D stores its weight transposed)."""
+    if isinstance(module, Conv1D):
+        return module.weight.shape[0], module.weight.shape[1]
+    return module.in_features, module.out_features
+
+
+def weight_layout_problem(module: nn.Module) -> str | None:
+    """Why a change of `module.weight` may not be the same change of its output (None for nn.Linear / Conv1D,
+    whose forward is known: x W^T + b, x W + b); merging into any other Linear-like module is refused."""
+    if isinstance(module, (nn.Linear, Conv1D)):
+        return None
+    return (
+        f"{class_path(module)} is Linear-like (in_features, out_features, a 2-D weight) but not an nn.Linear, so "
+        f"what its forward does with `weight` is unknown (it may scale or cast it)"
+    )
+
+
 def _is_dim_leaf(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)
+    return is_linear_like(module) or is_norm(module)
 
 
 def _leaf_dims(module: nn.Module) -> tuple[int, int]:
-    """(input features, output features) of a Linear, a Conv1D or a norm layer."""
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]
-    if isinstance(module, nn.Linear):
-        return module.in_features, module.out_features
+    """(input features, output features) of a Linear-like or a norm layer."""
+    if is_linear_like(module):
+        return linear_features(module)
     shape = getattr(module, "normalized_shape", None)
     dim = int(shape[-1]) if shape else int(module.weight.shape[-1])
     return dim, dim
@@ -69,7 +94,7 @@ def _dim(name: str, module: nn.Module, which: int) -> int:
     if not leaves:
         side = "input" if which == 0 else "output"
         raise UnsupportedModuleError(
-            f"Cannot tell the {side} feature size of {name!r} ({type(module).__name__}): it is not a Linear, "
+            f"Cannot tell the {side} feature size of {name!r} ({class_path(module)}): it is not a Linear, "
             f"Conv1D or norm layer and holds none. Point `modified_modules` at such a layer or at a block "
             f"that contains one (e.g. the attention or feed-forward block)."
         )

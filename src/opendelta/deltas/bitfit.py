@@ -17,11 +17,11 @@ from transformers.pytorch_utils import Conv1D
 
 from ..base import DeltaBase
 from ..config import DeltaConfig
-from ..errors import UnsupportedModuleError
+from ..errors import UnsupportedModuleError, class_path
 from ..interop import SELECTION_ARGS, LegacyMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import is_norm, map_first_output
+from ._common import is_linear_like, is_norm, linear_features, map_first_output
 
 
 @dataclass(repr=False)
@@ -35,8 +35,8 @@ def bias_shape(module: nn.Module) -> tuple[int, ...]:
     """The shape of the bias a layer adds to its output."""
     if isinstance(module, Conv1D):
         return (module.weight.shape[1],)
-    if isinstance(module, nn.Linear):
-        return (module.out_features,)
+    if is_linear_like(module):
+        return (linear_features(module)[1],)
     shape = getattr(module, "normalized_shape", None)
     return tuple(shape) if shape else tuple(module.weight.shape)
 
@@ -91,9 +91,9 @@ class BitFitModel(DeltaBase):
     )
 
     def check_module(self, name: str, module: nn.Module) -> None:
-        if not (isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)):
+        if not _supported(module):
             raise UnsupportedModuleError(
-                f"'bitfit' cannot modify {name!r} ({type(module).__name__}); it adds biases to Linear, Conv1D "
+                f"'bitfit' cannot modify {name!r} ({class_path(module)}); it adds biases to Linear(-like), Conv1D "
                 f"and norm layers (LayerNorm, T5LayerNorm, RMSNorm). Point `modified_modules` at those, e.g. "
                 f"the projections inside attention and the layer norms."
             )
@@ -108,7 +108,7 @@ class BitFitModel(DeltaBase):
 
 
 def _supported(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Linear, Conv1D)) or is_norm(module)
+    return is_linear_like(module) or is_norm(module)
 
 
 def _legacy_sites(config: dict[str, Any], backbone: nn.Module, names: list[str]) -> dict[str, Any]:

@@ -23,7 +23,15 @@ from ..interop import PeftMapping
 from ..matching import name_matches
 from ..registry import register_delta
 from ..site import Site
-from ._common import MergeBackup, check_mixed_batch, first_input, stack_slots
+from ._common import (
+    MergeBackup,
+    check_mixed_batch,
+    first_input,
+    is_linear_like,
+    linear_features,
+    stack_slots,
+    weight_layout_problem,
+)
 
 
 @dataclass(repr=False)
@@ -37,12 +45,6 @@ class IA3Config(DeltaConfig):
         super()._validate()
         ff = self.feedforward_modules
         self._require(ff is None or all(v.strip() for v in ff), "feedforward_modules", "non-empty module names")
-
-
-def _in_out(module: nn.Module) -> tuple[int, int]:
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]
-    return module.in_features, module.out_features
 
 
 class IA3Layer(nn.Module):
@@ -141,6 +143,13 @@ class IA3Model(DeltaBase):
 
     config_class = IA3Config
     supported_modules = (nn.Linear, Conv1D)
+    supported_also = " and Linear-like modules (in_features, out_features, a 2-D weight)"
+
+    def supports_module(self, module: nn.Module) -> bool:
+        return is_linear_like(module)
+
+    def merge_problem(self, site: Site) -> str | None:
+        return weight_layout_problem(site.module)
     mergeable = True
     default_modules = {
         "*": {"modified_modules": ["attn.k", "attn.v", "ff.w2"], "feedforward_modules": ["ff.w2"]},
@@ -165,7 +174,7 @@ class IA3Model(DeltaBase):
 
     def build_site(self, site: Site) -> None:
         on_input = self._is_feedforward(site.name)
-        in_f, out_f = _in_out(site.module)
+        in_f, out_f = linear_features(site.module)
         layer = site.add_layer("ia3", IA3Layer(in_f if on_input else out_f, on_input, **site.factory_kwargs()))
         layer.mix_key = on_input
         if on_input:

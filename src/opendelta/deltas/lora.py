@@ -23,7 +23,15 @@ from ..errors import CheckpointError, DeltaStateError
 from ..interop import LegacyMapping, PeftMapping
 from ..registry import register_delta
 from ..site import Site
-from ._common import MergeBackup, check_mixed_batch, check_size, stack_slots
+from ._common import (
+    MergeBackup,
+    check_mixed_batch,
+    check_size,
+    is_linear_like,
+    linear_features,
+    stack_slots,
+    weight_layout_problem,
+)
 
 
 @dataclass(repr=False)
@@ -44,13 +52,6 @@ class LoraConfig(DeltaConfig):
         self._require(self.lora_r >= 1, "lora_r", "an integer >= 1")
         self._require(self.lora_alpha > 0, "lora_alpha", "a number > 0")
         self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "a probability in [0, 1)")
-
-
-def linear_shape(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of a Linear or a Conv1D (which stores its weight transposed)."""
-    if isinstance(module, Conv1D):
-        return module.weight.shape[0], module.weight.shape[1]
-    return module.in_features, module.out_features
 
 
 class LoraLayer(nn.Module):
@@ -200,6 +201,13 @@ class LoraModel(DeltaBase):
 
     config_class = LoraConfig
     supported_modules = (nn.Linear, Conv1D)
+    supported_also = " and Linear-like modules (in_features, out_features, a 2-D weight)"
+
+    def supports_module(self, module: nn.Module) -> bool:
+        return is_linear_like(module)
+
+    def merge_problem(self, site: Site) -> str | None:
+        return weight_layout_problem(site.module)
     mergeable = True
     default_modules = {"*": ["attn.q", "attn.v"], "gpt2": ["attn.qkv"]}
     default_learning_rate = 4e-3
@@ -225,7 +233,7 @@ class LoraModel(DeltaBase):
 
     def build_site(self, site: Site) -> None:
         cfg = self.config
-        in_f, out_f = linear_shape(site.module)
+        in_f, out_f = linear_features(site.module)
         check_size(self.delta_type, site.name, "lora_r", cfg.lora_r, max(in_f, out_f), "the layer's features")
         layer = site.add_layer(
             "lora",

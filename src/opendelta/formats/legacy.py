@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .. import legacy_structure
 from .._logging import logger
 from ..errors import CheckpointError
 from ..matching import delta_layer_prefixes, inside_any
 from ..registry import get_delta_class
-from .. import legacy_structure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..base import DeltaBase

@@ -107,11 +107,8 @@ def fit_to_backbone(config: dict[str, Any], backbone_model: nn.Module) -> dict[s
 def load_weights(folder: Path, config: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The adapter's tensors renamed to our layout."""
     st, bin_ = (folder / n for n in WEIGHTS_NAMES)
-    if st.is_file():
-        raw = io.load_safetensors(st)
-    elif bin_.is_file():
-        raw = io.load_legacy_bin(bin_)
-    else:
+    raw = io.load_weight_pair(st, bin_)
+    if raw is None:
         raise CheckpointError(f"No adapter weights in {str(folder)!r}: expected {' or '.join(WEIGHTS_NAMES)}.")
     mapping = _mapping(config["delta_type"])
     out = {}
