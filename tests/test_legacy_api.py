@@ -288,3 +288,17 @@ def test_a_folder_with_differing_bin_and_safetensors_is_refused(tmp_path):
     torch.save(stale, folder / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match=r"both delta_model\.safetensors and pytorch_model\.bin.*differ"):
         AutoDeltaModel.from_finetuned(folder, build("t5"))
+
+
+@pytest.mark.parametrize("delta_type", ["adapter", "parallel_adapter"])
+def test_a_bottleneck_wider_than_the_module_is_built_with_a_warning(delta_type, caplog):
+    model = build("t5")  # d_model 32
+    with caplog.at_level(logging.WARNING, logger="opendelta"):
+        delta = AutoDeltaModel.from_config(
+            {"delta_type": delta_type, "modified_modules": ["SelfAttention.o"], "bottleneck_dim": 48}, model
+        )
+    layer = next(layer for _, layer in delta.delta_modules())
+    assert layer.down_proj.out_features == 48
+    assert sum("larger than" in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(DeltaConfigError, match="lora_r"):  # a rank above the features is still an error
+        LoraModel(build("t5"), modified_modules=["q"], lora_r=64)

@@ -295,8 +295,9 @@ class DeltaBase(CheckpointMethods, Legacy03Mixin):
         if problems:
             name, why = problems[0]
             raise DeltaStateError(
-                f"Cannot merge {self.delta_type!r} into {name!r}" + (f" (and {len(problems) - 1} more)" if len(
-                    problems) > 1 else "") + f": {why}. Nothing was changed; keep the delta unmerged (it computes "
+                f"Cannot merge {self.delta_type!r} into {name!r}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                + f": {why}. Nothing was changed; keep the delta unmerged (it computes "
                 f"the same outputs)."
             )
         changed = False

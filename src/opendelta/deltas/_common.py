@@ -12,6 +12,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 from transformers.pytorch_utils import Conv1D
 
+from .._logging import logger
 from ..errors import DeltaConfigError, UnsupportedModuleError, class_path
 from ..matching import named_backbone_modules
 from ..site import Site
@@ -215,12 +216,25 @@ def init_glorot(t: torch.Tensor, how: str) -> None:
 MAX_TOKENS = 65536
 
 
-def check_size(delta_type: str, name: str, key: str, value: int, limit: int, what: str) -> None:
-    """A size setting may not exceed what the module it is built for has (`limit`, e.g. its features)."""
+def check_size(delta_type: str, name: str, key: str, value: int, limit: int, what: str, warn: bool = False) -> None:
+    """A size setting may not exceed what the module it is built for has (`limit`, e.g. its features); with
+    `warn`, a larger one is built (it works, at more cost than a full-width layer) with one warning per setting."""
+    if value > limit and warn:
+        if (delta_type, key, value, limit) not in _SIZE_WARNED:
+            _SIZE_WARNED.add((delta_type, key, value, limit))
+            logger.warning(
+                "%r on %r: `%s`=%d is larger than %s (%d); building it as asked (OpenDelta 0.3 did too), but a "
+                "bottleneck wider than the layer saves nothing: consider `%s` <= %d",
+                delta_type, name, key, value, what, limit, key, limit,
+            )  # fmt: skip
+        return
     if value > limit:
         raise DeltaConfigError(
             f"{delta_type!r} on {name!r}: `{key}`={value} is larger than {what} ({limit}); use `{key}` <= {limit}."
         )
+
+
+_SIZE_WARNED: set[tuple] = set()
 
 
 def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -> int:

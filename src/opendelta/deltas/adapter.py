@@ -80,7 +80,9 @@ class AdapterModel(DeltaBase):
 
     def build_site(self, site: Site) -> None:
         dim = output_dim(site.name, site.module)
-        check_size(self.delta_type, site.name, "bottleneck_dim", self.config.bottleneck_dim, dim, "its output size")
+        check_size(
+            self.delta_type, site.name, "bottleneck_dim", self.config.bottleneck_dim, dim, "its output size", warn=True
+        )
         layer = site.add_layer(
             "adapter", AdapterLayer(dim, self.config.bottleneck_dim, self.config.non_linearity, **site.factory_kwargs())
         )

@@ -150,6 +150,7 @@ class IA3Model(DeltaBase):
 
     def merge_problem(self, site: Site) -> str | None:
         return weight_layout_problem(site.module)
+
     mergeable = True
     default_modules = {
         "*": {"modified_modules": ["attn.k", "attn.v", "ff.w2"], "feedforward_modules": ["ff.w2"]},

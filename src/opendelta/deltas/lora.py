@@ -208,6 +208,7 @@ class LoraModel(DeltaBase):
 
     def merge_problem(self, site: Site) -> str | None:
         return weight_layout_problem(site.module)
+
     mergeable = True
     default_modules = {"*": ["attn.q", "attn.v"], "gpt2": ["attn.qkv"]}
     default_learning_rate = 4e-3

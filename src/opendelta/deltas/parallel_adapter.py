@@ -201,7 +201,9 @@ class ParallelAdapterModel(DeltaBase):
         cfg = self.config
         out_name, out_module = self._output_target(site)
         in_f, out_f = input_dim(site.name, site.module), output_dim(out_name, out_module)
-        check_size(self.delta_type, site.name, "bottleneck_dim", cfg.bottleneck_dim, max(in_f, out_f), "its sizes")
+        check_size(
+            self.delta_type, site.name, "bottleneck_dim", cfg.bottleneck_dim, max(in_f, out_f), "its sizes", warn=True
+        )
         layer = site.add_layer(
             "parallel_adapter",
             ParallelAdapterLayer(
