@@ -218,8 +218,9 @@ MAX_TOKENS = 65536
 
 def check_size(delta_type: str, name: str, key: str, value: int, limit: int, what: str, warn: bool = False) -> None:
     """A size setting may not exceed what the module it is built for has (`limit`, e.g. its features); with
-    `warn`, a larger one is built (it works, at more cost than a full-width layer) with one warning per setting."""
-    if value > limit and warn:
+    `warn`, one up to WIDER_LIMIT times larger is built (it works, at more cost than a full-width layer) with one
+    warning per setting, and only a larger one is an error (an absurd size would allocate gigabytes)."""
+    if warn and limit < value <= WIDER_LIMIT * limit:
         if (delta_type, key, value, limit) not in _SIZE_WARNED:
             _SIZE_WARNED.add((delta_type, key, value, limit))
             logger.warning(
@@ -229,12 +230,17 @@ def check_size(delta_type: str, name: str, key: str, value: int, limit: int, wha
             )  # fmt: skip
         return
     if value > limit:
+        most = WIDER_LIMIT * limit if warn else limit
         raise DeltaConfigError(
-            f"{delta_type!r} on {name!r}: `{key}`={value} is larger than {what} ({limit}); use `{key}` <= {limit}."
+            f"{delta_type!r} on {name!r}: `{key}`={value} is larger than {what} ({limit})"
+            + (f" times {WIDER_LIMIT}" if warn else "")
+            + f"; use `{key}` <= {most}."
         )
 
 
 _SIZE_WARNED: set[tuple] = set()
+#: how many times the module's width a bottleneck may be (with a warning) before it is an error
+WIDER_LIMIT = 4
 
 
 def bottleneck_of(name: str, dim: int, reduction_factor: int, delta_type: str) -> int:
