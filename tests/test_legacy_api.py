@@ -5,6 +5,7 @@ meanings silently changed (parallel_adapter pairs, unfrozen_modules, modified_mo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -157,7 +158,9 @@ def test_delta_object_is_module_like():
     names = [n for n, _ in delta.named_parameters()]
     assert names and all(".lora." in n for n in names)
     assert sum(p.numel() for p in delta.parameters()) == delta.num_delta_parameters()
-    assert delta.state_dict().keys() == delta.delta_state_dict().keys()
+    assert {p.data_ptr() for p in delta.state_dict().values()} <= {
+        p.data_ptr() for p in delta.delta_state_dict().values()
+    }
     assert delta.to(torch.float64) is delta and all(p.dtype == torch.float64 for p in delta.parameters())
     assert delta.modified_modules == delta.modified_module_names and delta.unfrozen_modules == ["deltas"]
     assert delta.default_modified_modules == ["attn.q", "attn.v"]
@@ -302,3 +305,26 @@ def test_a_bottleneck_wider_than_the_module_is_built_with_a_warning(delta_type, 
     assert sum("larger than" in r.getMessage() for r in caplog.records) == 1
     with pytest.raises(DeltaConfigError, match="lora_r"):  # a rank above the features is still an error
         LoraModel(build("t5"), modified_modules=["q"], lora_r=64)
+
+
+LAYOUTS = json.loads((Path(__file__).parent / "fixtures" / "legacy03" / "layouts.json").read_text())
+
+
+@pytest.mark.parametrize("delta_type", sorted(LAYOUTS))
+def test_delta_state_dict_has_0_3_layout_and_loads_back(delta_type, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "real_usages"))
+    import _tiny
+
+    config = dict(LAYOUTS[delta_type]["config"])
+    if delta_type == "parallel_adapter":
+        config["paired"] = True  # 0.3 always read pairs (here: `@` entries, repeats, or paired=True)
+    delta = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict(config), backbone_model=_tiny.tiny_t5())
+    state = delta.state_dict()
+    assert {k: list(v.shape) for k, v in state.items()} == dict(LAYOUTS[delta_type]["state_dict"])
+    changed = {k: v + 1 for k, v in state.items()}
+    result = delta.load_state_dict(changed)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert all(torch.equal(delta.state_dict()[k], v) for k, v in changed.items())
+    with pytest.raises(CheckpointError, match="Nothing was loaded"):
+        delta.load_state_dict({**state, "delta_modules.999.x": torch.zeros(1)})
+    assert all(torch.equal(delta.state_dict()[k], v) for k, v in changed.items())

@@ -141,7 +141,6 @@ NOT_YET = {
     "prott3__blip2_llm_lora_opt_default": "the delta as an nn.Module registered in the user's wrapper",
     "prott3__blip2_llm_mid_lora_opt": "the delta as an nn.Module registered in the user's wrapper",
     "prott3__blip2_plm_lora_esm": "the delta as an nn.Module registered in the user's wrapper",
-    "mps__prompt_dr_build_softprompt": "delta.state_dict() in 0.3's delta_modules.<i> layout",
 }
 
 

@@ -9,6 +9,7 @@ own parameters), `state_dict()` (delta tensors only), `to()`, `modified_modules`
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from ._logging import logger
-from .errors import DeltaConfigError, LegacyAPIError, ModuleMatchError
+from .errors import CheckpointError, DeltaConfigError, LegacyAPIError, ModuleMatchError
 from .matching import name_matches
 from .providers import provider
 from .replaced import CUSTOM_DELTA
@@ -181,6 +182,21 @@ def warn_unmatched_exclude(model: nn.Module, entries: list[str]) -> None:
         )
 
 
+def _layer_tensors(delta: DeltaBase) -> dict[str, torch.Tensor]:
+    """Name -> live tensor of the delta layers, named as `state_dict()` gives them."""
+    renames = delta.legacy.layer_keys
+    layers = list(delta.delta_modules())
+    if renames is None or any(site.name == "" and site.layers for site in delta.sites):  # no 0.3 layout
+        return {f"{name}.{k}": v for name, layer in layers for k, v in layer.state_dict(keep_vars=True).items()}
+    out = {}
+    for i, (_, layer) in enumerate(layers):
+        for key, value in layer.state_dict(keep_vars=True).items():
+            for pattern, repl in renames:
+                key = re.sub(pattern, repl, key)
+            out[f"delta_modules.{i}.{key}"] = value
+    return out
+
+
 class Legacy03Mixin:
     """OpenDelta 0.3's informative attributes and nn.Module-like methods on a delta (see the module doc)."""
 
@@ -198,9 +214,40 @@ class Legacy03Mixin:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def state_dict(self: DeltaBase, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """The delta's tensors only (what `save_finetuned` stores)."""
-        return self.delta_state_dict()
+    def state_dict(
+        self: DeltaBase, destination: dict | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The delta layers' tensors in OpenDelta 0.3's layout, `delta_modules.<i>.<tensor>` (the i-th layer in
+        the order they were built, 0.3's tensor names), for the types 0.3 stored so; for the others (bitfit,
+        prefix, ia3) keyed as in the backbone. Unfrozen backbone modules are not included (`delta_state_dict()`
+        holds everything a checkpoint stores)."""
+        out = destination if destination is not None else {}
+        for key, tensor in _layer_tensors(self).items():
+            out[prefix + key] = tensor if keep_vars else tensor.detach()
+        return out
+
+    def load_state_dict(self: DeltaBase, state_dict: dict[str, torch.Tensor], strict: bool = True) -> Any:
+        """Copy tensors keyed as `state_dict()` gives them (or as in the backbone) into the delta layers; checks
+        every key and shape first, so a refused call changes nothing. Returns (missing_keys, unexpected_keys)."""
+        live = _layer_tensors(self)
+        backbone_keyed = {f"{name}.{k}": v for name, layer in self.delta_modules() for k, v in layer.state_dict(
+            keep_vars=True).items()}  # fmt: skip
+        targets = {k: live.get(k, backbone_keyed.get(k)) for k in state_dict}
+        unexpected = [k for k, t in targets.items() if t is None]
+        given = {id(t) for t in targets.values() if t is not None}
+        missing = [k for k, t in live.items() if id(t) not in given]
+        wrong = [k for k, t in targets.items() if t is not None and tuple(t.shape) != tuple(state_dict[k].shape)]
+        if wrong or (strict and (missing or unexpected)):
+            raise CheckpointError(
+                f"load_state_dict: {len(missing)} missing key(s) {missing[:3]}, {len(unexpected)} unexpected "
+                f"{unexpected[:3]}, {len(wrong)} of another shape {wrong[:3]}; keys are those of `delta.state_dict()` "
+                f"(or the backbone's names). Nothing was loaded."
+            )
+        with torch.no_grad():
+            for key, target in targets.items():
+                if target is not None:
+                    target.copy_(state_dict[key])
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
 
     def to(self: DeltaBase, *args: Any, **kwargs: Any) -> DeltaBase:
         """Move / cast the delta layers (as `nn.Module.to`); returns the delta."""

@@ -68,6 +68,9 @@ class LegacyMapping:
     fit_state(delta, state) -> state: tensor transforms that need the built delta (split a shared MLP,
         turn a reused backbone bias into our delta's own bias).
     positional: the constructor arguments after `backbone_model`, in 0.3's order (`LoraModel(model, 8, 16)`).
+    layer_keys: how 0.3 named a delta layer's tensors inside the delta (`delta.state_dict()` keys
+        `delta_modules.<i>.<name>`): (regex over our layer-local name, replacement) pairs; None where 0.3's layout
+        is not reproduced (the delta's `state_dict()` then keys its tensors as in the backbone).
     """
 
     config_keys: Mapping[str, str | None] = field(default_factory=dict)
@@ -77,6 +80,7 @@ class LegacyMapping:
     fit_config: Callable[[dict[str, Any], nn.Module, list[str], dict[str, torch.Tensor]], dict[str, Any]] | None = None
     fit_state: Callable[[DeltaBase, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
     positional: tuple[str, ...] = ()
+    layer_keys: tuple[tuple[str, str], ...] | None = None
 
     def rename_tensor(self, name: str) -> str | None:
         for pattern, replacement in self.tensor_renames:

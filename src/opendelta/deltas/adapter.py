@@ -75,6 +75,7 @@ class AdapterModel(DeltaBase):
     # 0.3 kept the two projections in a `modulelist` child: `<module>.adapter.modulelist.down_proj.weight`
     legacy = LegacyMapping(
         tensor_renames=((r"\.adapter\.modulelist\.", ".adapter."),),
+        layer_keys=((r"^", "modulelist."),),
         positional=("bottleneck_dim", "non_linearity", *SELECTION_ARGS),
     )
 

@@ -211,6 +211,7 @@ class CompacterModel(DeltaBase):
             (r"_sampler\.phm_rule$", "_sampler.phm_rule.C"),
         ),
         defaults={"non_linearity": "relu"},
+        layer_keys=((r"phm_weights\.(W_left|W_right)$", r"\1"), (r"phm_rule\.C$", "phm_rule")),
         honours_exclude=False,
         positional=(
             *SELECTION_ARGS,

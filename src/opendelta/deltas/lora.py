@@ -218,6 +218,7 @@ class LoraModel(DeltaBase):
     # (0.3's LoraModel did not pass `exclude_modules` on: it was ignored)
     legacy = LegacyMapping(
         tensor_renames=((r"\.lora\.lin\.(weight|bias)$", None),),
+        layer_keys=(),
         honours_exclude=False,
         positional=(
             "lora_r",

@@ -102,7 +102,7 @@ class LowRankAdapterModel(DeltaBase):
     config_class = LowRankAdapterConfig
     default_modules = {"*": ["attn.proj", "ff.w2"]}
     default_learning_rate = 6e-3
-    legacy = LegacyMapping(positional=(*LowRankAdapterConfig.positional_keys, *SELECTION_ARGS))
+    legacy = LegacyMapping(positional=(*LowRankAdapterConfig.positional_keys, *SELECTION_ARGS), layer_keys=())
 
     def build_site(self, site: Site) -> None:
         cfg = self.config

@@ -125,6 +125,7 @@ class ParallelAdapterModel(DeltaBase):
     legacy = LegacyMapping(
         config_keys={"scaled": None},
         tensor_renames=((r"\.parallel_adapter\.modulelist\.", ".parallel_adapter."),),
+        layer_keys=((r"^", "modulelist."),),
         fit_config=lambda config, backbone, names, state: {**config, **_legacy_pairs(config, names)},
         positional=("bottleneck_dim", "non_linearity", *SELECTION_ARGS),
     )

@@ -2,9 +2,9 @@
 
 `modified_modules` addresses the model's input embedding (e.g. "shared" for T5 / BART, "wte" for GPT-2,
 "embed_tokens" for Llama, "word_embeddings" for BERT). The prompt lives there as `<embedding>.soft_prompt`
-(`soft_embeds`, soft_token_num x hidden). With `token_init=True` it starts as the embeddings of randomly drawn
-vocabulary tokens (taken through the embedding module, so scaled embeddings such as BART's stay in scale);
-otherwise uniform(-init_range, init_range).
+(`soft_embeds`, soft_token_num x hidden). With `token_init=True` it starts as the embeddings of the first
+soft_token_num vocabulary tokens, as in OpenDelta 0.3 (taken through the embedding module, so scaled embeddings
+such as BART's stay in scale); otherwise uniform(-init_range, init_range).
 
 Prepending happens on the model's own forward arguments (a forward pre-hook with kwargs), so positions,
 masks and caches downstream are computed by the model itself for the longer sequence:
@@ -104,7 +104,8 @@ class SoftPromptLayer(nn.Module):
         with torch.no_grad():
             if token_init:
                 vocab = embedding.num_embeddings
-                ids = torch.randperm(vocab)[:num_tokens] if num_tokens <= vocab else torch.randint(vocab, (num_tokens,))
+                # the first `num_tokens` vocabulary entries, as OpenDelta 0.3 (cycled if the prompt is longer)
+                ids = torch.arange(num_tokens) % vocab
                 self.soft_embeds.copy_(embedding(ids.to(w.device)))
             else:
                 nn.init.uniform_(self.soft_embeds, -init_range, init_range)
@@ -246,6 +247,7 @@ class SoftPromptModel(DeltaBase):
     # model; it extended the masks as this version does (`other_expand_ids` configures nothing here)
     legacy = LegacyMapping(
         config_keys=dict.fromkeys(SoftPromptConfig.ignored_keys),
+        layer_keys=(),
         fit_config=lambda config, backbone, names, state: {**config, "modified_modules": [_input_embedding(backbone)]},
         fit_state=lambda delta, state: {
             (f"{delta.sites[0].name}.soft_prompt.soft_embeds" if k.endswith("soft_prompt_layer.soft_embeds") else k): v
