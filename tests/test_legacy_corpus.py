@@ -17,7 +17,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from opendelta import AutoDeltaModel
+from opendelta import AutoDeltaConfig, AutoDeltaModel
 
 CORPUS = Path(__file__).parent / "fixtures" / "legacy03"
 MANIFEST = json.loads((CORPUS / "manifest.json").read_text())
@@ -94,3 +94,20 @@ def test_legacy_0_3_2_checkpoint_reproduces_its_output(entry, caplog):
     with torch.no_grad():
         out = model(**inputs).logits
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("entry", FIXTURES, ids=lambda e: e["checkpoint"].split("/")[-1])
+def test_a_0_3_config_dict_keeps_0_3_meanings_through_from_dict(entry):
+    """The config.json 0.3 wrote, through AutoDeltaConfig.from_dict + AutoDeltaModel.from_config, modifies the
+    modules that from_finetuned puts the checkpoint on (0.3's common names and matching rules)."""
+    folder = CORPUS / entry["checkpoint"]
+    data = json.loads((folder / "config.json").read_text())
+    assert data.get("opendelta_version", "").startswith("0.")
+    loaded = AutoDeltaModel.from_finetuned(folder, backbone_model=backbone(entry["family"]), check_hash=False)
+    built = AutoDeltaModel.from_config(AutoDeltaConfig.from_dict(data), backbone_model=backbone(entry["family"]))
+    assert built.modified_module_names == loaded.modified_module_names
+    assert [n for n, _ in built.delta_modules()] == [n for n, _ in loaded.delta_modules()]
+    from_folder = AutoDeltaConfig.from_finetuned(folder)
+    built = AutoDeltaModel.from_config(from_folder, backbone_model=backbone(entry["family"]))
+    assert [n for n, _ in built.delta_modules()] == [n for n, _ in loaded.delta_modules()]  # (the trained head
+    # of a *-classifier checkpoint comes from its weights, not its config: not compared)

@@ -11,9 +11,18 @@ from .base import DeltaBase
 from .compat import check_load_keywords
 from .config import DeltaConfig
 from .errors import DeltaConfigError
-from .formats import read_checkpoint_config
+from .formats import LEGACY, legacy, open_checkpoint
+from .hub import split_hub_options
 from .persistence import load_delta
 from .registry import get_delta_class, registered_delta_types
+
+#: set on a config built from a dict OpenDelta 0.3 wrote: its module names keep 0.3's meanings at attach time
+LEGACY_MEANINGS = "_opendelta_0_3_meanings"
+
+
+def _written_by_0_3(data: dict[str, Any]) -> bool:
+    version = str(data.get("opendelta_version") or "")
+    return version.startswith("0.") and "format_version" not in data
 
 
 class AutoDeltaConfig:
@@ -41,7 +50,13 @@ class AutoDeltaConfig:
                 f"{', '.join(registered_delta_types())}."
             )
         config_class = get_delta_class(merged["delta_type"]).config_class
-        return config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs, strict=strict)
+        written_by_0_3 = _written_by_0_3(merged)
+        if written_by_0_3:  # its module names keep 0.3's meanings when the delta is attached (from_config)
+            merged = legacy.translate_config(merged, "this config (written by OpenDelta 0.3)")
+        result = config_class.from_dict(merged, return_unused_kwargs=return_unused_kwargs, strict=strict)
+        if written_by_0_3:
+            (result[0] if return_unused_kwargs else result).__dict__[LEGACY_MEANINGS] = True
+        return result
 
     @classmethod
     def from_finetuned(cls, finetuned_delta_path: str | os.PathLike, **kwargs: Any) -> DeltaConfig:
@@ -50,8 +65,12 @@ class AutoDeltaConfig:
         kwargs: the Hub options `revision`, `cache_dir`, `force_download`, `local_files_only`, `token`;
         any other keyword overrides a config key. Only the config file is fetched from the Hub.
         """
-        config, overrides = read_checkpoint_config(finetuned_delta_path, kwargs)
-        return cls.from_dict(config, **overrides)
+        options, overrides = split_hub_options(kwargs)
+        checkpoint = open_checkpoint(finetuned_delta_path, options, config_only=True)
+        config = cls.from_dict(checkpoint.config, **overrides)
+        if checkpoint.format == LEGACY:  # its module names keep 0.3's meanings in from_config, as in from_finetuned
+            config.__dict__[LEGACY_MEANINGS] = True
+        return config
 
 
 class AutoDeltaModel:
@@ -67,6 +86,9 @@ class AutoDeltaModel:
             config = AutoDeltaConfig.from_dict(config)
         if not isinstance(config, DeltaConfig):
             raise DeltaConfigError(f"from_config expects a DeltaConfig or dict, got {type(config).__name__}.")
+        if config.__dict__.get(LEGACY_MEANINGS):  # 0.3's common names / matching rules, as from_finetuned applies
+            fitted = legacy.fit_config(config.to_dict(), backbone_model, {})
+            config = type(config).from_dict(fitted, strict=True)
         return get_delta_class(config.delta_type).from_config(config, backbone_model, **kwargs)
 
     @classmethod
